@@ -1,0 +1,63 @@
+"""Database routers for a primary and its read replicas.
+
+``multidb.ReplicaRouter`` sends reads to the replicas in ``REPLICA_DATABASES``
+and writes to ``default``; ``multidb.PinningReplicaRouter`` also keeps a
+context that wrote (or asked for it) reading from ``default``.  See README.rst.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .conf import DEFAULT_DB_ALIAS
+from .pinning import (
+    db_write,
+    replica_alias,
+    this_thread_is_pinned,
+    use_primary_db,
+    use_replica,
+)
+from .routers import (
+    DeprecationMixin,
+    MasterSlaveRouter,
+    PinningMasterSlaveRouter,
+    PinningReplicaRouter,
+    ReplicaRouter,
+)
+
+VERSION = (1, 0, 0, "a1")
+__version__ = "1.0.0a1"
+
+__all__ = [
+    "DEFAULT_DB_ALIAS",
+    "DeprecationMixin",
+    "MasterSlaveRouter",
+    "PinningMasterSlaveRouter",
+    "PinningReplicaRouter",
+    "ReplicaRouter",
+    "db_write",
+    "get_replica",
+    "get_slave",
+    "this_thread_is_pinned",
+    "use_primary_db",
+    "use_replica",
+]
+
+
+def get_replica() -> str:
+    """The alias of a replica for the current context.
+
+    Within a request (or a ``use_replica`` block) this is the replica that
+    the request reads from; elsewhere, the next one in rotation.
+    """
+    return replica_alias()
+
+
+def get_slave() -> str:
+    warnings.warn(
+        "[multidb] The get_slave() method has been deprecated. "
+        "Please switch to the get_replica() method.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return get_replica()

@@ -1,0 +1,90 @@
+"""Every ``MULTIDB_*`` setting and its default, read live from ``django.conf``.
+
+Each value is a property so that ``override_settings`` takes effect at once.
+Values are returned as configured; ``multidb.checks`` reports bad ones.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+
+DEFAULT_DB_ALIAS = "default"
+
+#: Names of the settings that define the replica set.
+REPLICA_SETTINGS = frozenset({"REPLICA_DATABASES", "SLAVE_DATABASES", "DATABASES"})
+
+
+class Settings:
+    """The package's settings with their defaults."""
+
+    @property
+    def REPLICA_DATABASES(self) -> Any:  # noqa: N802
+        """The raw replica setting: a list of aliases or a dict ``{alias: weight}``.
+
+        Falls back to the deprecated ``SLAVE_DATABASES``, with a warning.
+        """
+        if hasattr(settings, "REPLICA_DATABASES"):
+            return settings.REPLICA_DATABASES
+        if hasattr(settings, "SLAVE_DATABASES"):
+            warnings.warn(
+                "[multidb] The SLAVE_DATABASES setting has been deprecated. "
+                "Please switch to the REPLICA_DATABASES setting.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            return settings.SLAVE_DATABASES
+        return None
+
+    @property
+    def PINNING_COOKIE(self) -> str:  # noqa: N802
+        return getattr(settings, "MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
+
+    @property
+    def PINNING_SECONDS(self) -> int:  # noqa: N802
+        return int(getattr(settings, "MULTIDB_PINNING_SECONDS", 15))
+
+    @property
+    def PINNING_COOKIE_SECURE(self) -> bool:  # noqa: N802
+        return getattr(settings, "MULTIDB_PINNING_COOKIE_SECURE", False)
+
+    @property
+    def PINNING_COOKIE_HTTPONLY(self) -> bool:  # noqa: N802
+        return getattr(settings, "MULTIDB_PINNING_COOKIE_HTTPONLY", False)
+
+    @property
+    def PINNING_COOKIE_SAMESITE(self) -> str | None:  # noqa: N802
+        return getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
+
+
+conf = Settings()
+
+
+def replica_weights(raw: Any) -> dict[str, int]:
+    """Normalise ``REPLICA_DATABASES`` to ``{alias: weight}``, in order.
+
+    A list gives every alias the weight 1. Raises ``TypeError`` or
+    ``ValueError`` for a value the system checks would reject.
+    """
+    if raw is None:
+        return {}
+    if isinstance(raw, str) or not isinstance(raw, (Mapping, list, tuple)):
+        raise TypeError(
+            "REPLICA_DATABASES must be a list of database aliases or a dict "
+            f"{{alias: weight}}, not {type(raw).__name__}."
+        )
+    items = raw.items() if isinstance(raw, Mapping) else ((alias, 1) for alias in raw)
+    weights: dict[str, int] = {}
+    for alias, weight in items:
+        if not isinstance(alias, str):
+            raise TypeError(f"REPLICA_DATABASES: alias {alias!r} is not a string.")
+        if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
+            raise ValueError(
+                f"REPLICA_DATABASES: the weight of {alias!r} must be an integer "
+                f">= 0, not {weight!r}."
+            )
+        weights[alias] = weights.get(alias, 0) + weight
+    return weights

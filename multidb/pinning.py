@@ -1,0 +1,341 @@
+"""Where reads go: the per-context pin state, and the blocks that override it.
+
+State lives in one ``ContextVar`` holding an immutable :class:`Scope`.  A
+``ContextVar`` (not a thread-local) is what makes the state follow a request
+into async views, into ``sync_to_async`` worker threads (the async ORM), and
+keeps concurrent requests on one event loop apart.
+
+Blocks (``use_primary_db``, ``use_replica``) push a child scope and restore
+its parent on exit, so nesting restores the outer state exactly.  The one
+mutable part is the :class:`RequestState` shared by everything a request
+runs: a write anywhere in the request must pin the rest of it.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable
+from contextvars import ContextVar, Token
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from asgiref.sync import iscoroutinefunction
+from django.db import connections
+
+from . import replicas
+from .conf import DEFAULT_DB_ALIAS
+
+__all__ = [
+    "this_thread_is_pinned",
+    "pin_this_thread",
+    "unpin_this_thread",
+    "use_primary_db",
+    "use_master",
+    "use_replica",
+    "db_write",
+    "mark_as_write",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RequestState:
+    """What one request has done so far; shared by all the code it runs."""
+
+    __slots__ = ("pinned", "wrote", "sticky")
+
+    def __init__(self, pinned: bool = False) -> None:
+        #: Reads go to the primary for the rest of the request.
+        self.pinned = pinned
+        #: The request wrote to the primary (so the response sets the cookie).
+        self.wrote = False
+        #: The replica this request reads from.
+        self.sticky = replicas.Sticky()
+
+
+class _Fixed:
+    """A replica chosen by alias, used as-is."""
+
+    __slots__ = ("alias",)
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+
+    def pick(self) -> str:
+        return self.alias
+
+
+class Scope:
+    """An immutable node of routing state; blocks push children of it."""
+
+    __slots__ = ("primary", "replica", "request", "parent", "free")
+
+    def __init__(
+        self,
+        primary: bool = False,
+        replica: replicas.Sticky | _Fixed | None = None,
+        request: RequestState | None = None,
+        parent: Scope | None = None,
+    ) -> None:
+        #: Reads are forced to the primary.
+        self.primary = primary
+        #: Reads are forced to this replica holder.
+        self.replica = replica
+        self.request = request
+        self.parent = parent
+        #: Neither forced to the primary nor to a replica.
+        self.free = not primary and replica is None
+
+    def replace(self, primary: bool) -> Scope:
+        return Scope(primary, self.replica, self.request, self.parent)
+
+
+_ROOT = Scope()
+_scope: ContextVar[Scope] = ContextVar("multidb_scope", default=_ROOT)
+_get_scope = _scope.get
+
+
+# --- the routing decision (the hot path) -----------------------------------
+#
+# ``connections["default"]`` costs about a microsecond (asgiref's Local takes
+# a lock), more than the rest of a routing decision together.  So the
+# transaction check reads the thread-local storage behind it directly, once
+# ``primary_in_atomic`` has found that storage.  In a thread running an event
+# loop that storage holds no connections (asgiref keeps them in a context
+# variable there), and no transaction can be open there anyway.
+
+
+class _NotFound:
+    """Stands in for the storage until it is found; has no connections."""
+
+
+_primary_storage: Any = _NotFound()
+
+
+def primary_in_atomic() -> bool:
+    """Whether this thread's connection to the primary is inside ``atomic()``."""
+    global _primary_storage
+    storage = getattr(connections._connections, "_storage", None)
+    if type(storage) is threading.local:
+        _primary_storage = storage
+    return connections[DEFAULT_DB_ALIAS].in_atomic_block
+
+
+def route_read(router: object, model: object, **hints: object) -> str:
+    """``PinningReplicaRouter.db_for_read``: the alias a read goes to.
+
+    It is the router method itself, not called by it, and inlines the
+    common case (free to read a replica, no transaction), because Django
+    calls it for every query.
+    """
+    scope = _get_scope()
+    request = scope.request
+    if scope.free and (request is None or not request.pinned):
+        try:
+            in_atomic = _primary_storage.default.in_atomic_block
+        except AttributeError:  # storage not found yet, or no connection yet
+            in_atomic = primary_in_atomic()
+        if in_atomic:
+            return DEFAULT_DB_ALIAS
+        if request is None:
+            return replicas.next_replica()
+        sticky = request.sticky
+        if sticky.rotation.current:
+            return sticky.alias
+        return sticky.pick()
+    if scope.replica is not None:
+        return scope.replica.pick()
+    return DEFAULT_DB_ALIAS
+
+
+def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
+    """``ReplicaRouter.db_for_read``: like ``route_read`` but ignores pins."""
+    scope = _scope.get()
+    if scope.replica is None and primary_in_atomic():
+        return DEFAULT_DB_ALIAS
+    return replica_alias()
+
+
+def route_write(router: object, model: object, **hints: object) -> str:
+    """``db_for_write``: always the primary; a write pins the rest of the request."""
+    request = _scope.get().request
+    if request is not None:
+        request.wrote = True
+        request.pinned = True
+    return DEFAULT_DB_ALIAS
+
+
+def replica_alias() -> str:
+    """A replica for the current context, ignoring pins and transactions."""
+    scope = _scope.get()
+    if scope.replica is not None:
+        return scope.replica.pick()
+    if scope.request is not None:
+        return scope.request.sticky.pick()
+    return replicas.next_replica()
+
+
+# --- request scope, used by the middleware ---------------------------------
+
+
+def begin_request(pinned: bool) -> Token[Scope]:
+    """Start a fresh scope for one request; pass the token to ``end_request``."""
+    return _scope.set(Scope(request=RequestState(pinned), parent=_scope.get()))
+
+
+def end_request(token: Token[Scope]) -> None:
+    _scope.reset(token)
+
+
+def current_request() -> RequestState | None:
+    return _scope.get().request
+
+
+# --- the 0.11 thread API, now per context ----------------------------------
+
+
+def this_thread_is_pinned() -> bool:
+    """Whether reads in the current context go to the primary."""
+    scope = _scope.get()
+    return scope.primary or (scope.request is not None and scope.request.pinned)
+
+
+def pin_this_thread() -> None:
+    """Send the current context's reads to the primary until unpinned."""
+    _scope.set(_scope.get().replace(primary=True))
+
+
+def unpin_this_thread() -> None:
+    """Let the current context's reads go to replicas again."""
+    scope = _scope.get()
+    if scope.request is not None:
+        scope.request.pinned = False
+    _scope.set(scope.replace(primary=False))
+
+
+# --- blocks and decorators -------------------------------------------------
+
+
+class _Override:
+    """A context manager that is also a sync-or-async decorator.
+
+    The instance holds no state: entering pushes a child scope and exiting
+    restores its parent, so one instance can be nested and shared freely.
+    """
+
+    def _child(self, scope: Scope) -> Scope:
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        scope = _scope.get()
+        _scope.set(self._child(scope))
+
+    def __exit__(self, *exc_info: object) -> None:
+        _scope.set(_scope.get().parent or _ROOT)
+
+    def _decorate(self, func: F) -> F:
+        # A @contextmanager would exit before an async function's body runs,
+        # so coroutine functions get a coroutine wrapper.
+        if iscoroutinefunction(func):
+
+            @wraps(func)
+            async def async_inner(*args: Any, **kwargs: Any) -> Any:
+                with self:
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_inner)
+
+        @wraps(func)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return func(*args, **kwargs)
+
+        return cast(F, inner)
+
+
+class UsePrimaryDB(_Override):
+    """Send reads to the primary: ``with use_primary_db:`` or ``@use_primary_db``."""
+
+    def __call__(self, func: F | None = None) -> Any:
+        if func is None:
+            return self
+        return self._decorate(func)
+
+    def _child(self, scope: Scope) -> Scope:
+        return Scope(True, None, scope.request, scope)
+
+
+class DeprecatedUseMaster(UsePrimaryDB):
+    def __enter__(self) -> None:
+        warnings.warn(
+            "[multidb] @use_master has been deprecated, please switch to "
+            "@use_primary_db",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__enter__()
+
+
+class UseReplica(_Override):
+    """Send reads to a replica, even in a pinned context.
+
+    ``with use_replica:``, ``with use_replica("alias"):``, ``@use_replica``
+    and ``@use_replica("alias")`` all work.  Writes still go to ``default``.
+    """
+
+    def __init__(self, alias: str | None = None) -> None:
+        self.alias = alias
+
+    def __call__(self, arg: Any = None) -> Any:
+        if callable(arg):
+            return self._decorate(arg)
+        return UseReplica(arg)
+
+    def _child(self, scope: Scope) -> Scope:
+        holder: replicas.Sticky | _Fixed
+        if self.alias is not None:
+            if self.alias not in replicas.configured():
+                raise ValueError(
+                    f"use_replica({self.alias!r}): {self.alias!r} is not in "
+                    "REPLICA_DATABASES. Add it there, or call use_replica() "
+                    "to let the router choose."
+                )
+            holder = _Fixed(self.alias)
+        elif scope.request is not None:
+            holder = scope.request.sticky
+        else:
+            holder = replicas.Sticky()
+        return Scope(False, holder, scope.request, scope)
+
+
+use_primary_db = UsePrimaryDB()
+use_master = DeprecatedUseMaster()
+use_replica = UseReplica()
+
+
+def mark_as_write(response: Any) -> Any:
+    """Mark a response as having done a DB write."""
+    response._db_write = True
+    return response
+
+
+def db_write(fn: F) -> F:
+    """Run a view on the primary and mark its response as a write."""
+    if iscoroutinefunction(fn):
+
+        @wraps(fn)
+        async def async_wrapped(*args: Any, **kwargs: Any) -> Any:
+            with use_primary_db:
+                response = await fn(*args, **kwargs)
+            return mark_as_write(response)
+
+        return cast(F, async_wrapped)
+
+    @wraps(fn)
+    def _wrapped(*args: Any, **kwargs: Any) -> Any:
+        with use_primary_db:
+            response = fn(*args, **kwargs)
+        return mark_as_write(response)
+
+    return cast(F, _wrapped)

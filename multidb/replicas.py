@@ -1,0 +1,171 @@
+"""The replica set: which replicas take reads, and in what order.
+
+The rotation is a smooth weighted round-robin over ``REPLICA_DATABASES``,
+built once and rebuilt only when the setting changes or a replica is taken
+out of (or put back into) rotation.  Picking the next replica is one
+``next()`` on a precomputed cycle, so it is cheap enough for every query.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+import threading
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+from .conf import DEFAULT_DB_ALIAS, REPLICA_SETTINGS, conf, replica_weights
+
+#: Above this many slots, a rotation is too long to precompute.
+MAX_ROTATION_LENGTH = 10_000
+
+
+def smooth_sequence(weights: dict[str, int]) -> list[str]:
+    """One period of smooth weighted round-robin, as nginx does it.
+
+    ``{"a": 5, "b": 1, "c": 1}`` gives ``a a b a c a a``: heavy replicas are
+    interleaved with light ones instead of being picked in bursts.
+    """
+    weights = {alias: w for alias, w in weights.items() if w > 0}
+    if not weights:
+        return []
+    divisor = math.gcd(*weights.values())
+    weights = {alias: w // divisor for alias, w in weights.items()}
+    total = sum(weights.values())
+    if total > MAX_ROTATION_LENGTH:
+        raise ValueError(
+            f"REPLICA_DATABASES weights add up to {total} slots after reduction; "
+            f"keep them under {MAX_ROTATION_LENGTH} (for example, use percentages)."
+        )
+    current = dict.fromkeys(weights, 0)
+    sequence = []
+    for _ in range(total):
+        for alias, weight in weights.items():
+            current[alias] += weight
+        chosen = max(current, key=current.__getitem__)
+        current[chosen] -= total
+        sequence.append(chosen)
+    return sequence
+
+
+class Rotation:
+    """A snapshot of the replicas in rotation; replaced, never changed.
+
+    ``current`` is cleared when a newer rotation replaces this one, which
+    tells holders of this snapshot to look again.
+    """
+
+    __slots__ = ("weights", "usable", "next", "current")
+
+    def __init__(self, weights: dict[str, int], excluded: Iterable[str] = ()) -> None:
+        self.weights = weights
+        excluded = frozenset(excluded)
+        sequence = smooth_sequence(
+            {alias: w for alias, w in weights.items() if alias not in excluded}
+        )
+        #: The aliases that can take reads now.
+        self.usable: frozenset[str] = frozenset(sequence)
+        self.current = True
+        if sequence:
+            # Start each process at a random point so that a fleet of fresh
+            # workers does not send its first reads to the same replica.
+            offset = random.randrange(len(sequence))
+            sequence = sequence[offset:] + sequence[:offset]
+            self.next: Callable[[], str] = itertools.cycle(sequence).__next__
+        else:
+            self.next = itertools.repeat(DEFAULT_DB_ALIAS).__next__
+
+
+_lock = threading.Lock()
+_rotation: Rotation | None = None
+_excluded: frozenset[str] = frozenset()
+
+
+def configured() -> dict[str, int]:
+    """``REPLICA_DATABASES`` as ``{alias: weight}``; empty when unset."""
+    return replica_weights(conf.REPLICA_DATABASES)
+
+
+def rotation() -> Rotation:
+    """The current rotation, built on first use."""
+    return _rotation or _rebuild()
+
+
+def _first_replica() -> str:
+    return _rebuild().next()
+
+
+#: The next replica alias in rotation, or ``default`` when none can read.
+#: Rebound to the rotation's own iterator on every rebuild, so that a call
+#: costs one C-level ``next()``: always call it as ``replicas.next_replica()``.
+next_replica: Callable[[], str] = _first_replica
+
+
+def _rebuild() -> Rotation:
+    global _rotation, next_replica
+    with _lock:
+        weights = configured()
+        if not weights:
+            warnings.warn(
+                "[multidb] No replica databases are configured! "
+                "You can configure them with the REPLICA_DATABASES setting.",
+                UserWarning,
+                stacklevel=4,
+            )
+        _rotation = Rotation(weights, _excluded)
+        next_replica = _rotation.next
+        return _rotation
+
+
+def _invalidate() -> None:
+    global _rotation, next_replica
+    if _rotation is not None:
+        _rotation.current = False
+    _rotation = None
+    next_replica = _first_replica
+
+
+def exclude(aliases: Iterable[str]) -> None:
+    """Take ``aliases`` out of rotation (and put every other one back)."""
+    global _excluded
+    aliases = frozenset(aliases)
+    if aliases != _excluded:
+        _excluded = aliases
+        _invalidate()
+
+
+class Sticky:
+    """Holds the replica one request (or one ``use_replica`` block) reads from.
+
+    ``alias`` is valid while ``rotation.current`` is true; the router reads
+    both directly on its fast path.
+    """
+
+    __slots__ = ("alias", "rotation")
+
+    def __init__(self) -> None:
+        self.alias = DEFAULT_DB_ALIAS
+        self.rotation = _STALE
+
+    def pick(self) -> str:
+        """This holder's replica, chosen on first use and kept while usable."""
+        current = _rotation or _rebuild()
+        if self.alias not in current.usable:
+            self.alias = current.next()
+        self.rotation = current
+        return self.alias
+
+
+_STALE = Rotation({})
+_STALE.current = False
+
+
+@receiver(setting_changed)
+def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
+    if setting in REPLICA_SETTINGS:
+        _invalidate()

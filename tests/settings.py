@@ -1,0 +1,33 @@
+"""Settings for the routing unit tests: SQLite, one primary and two replicas.
+
+The replicas are test mirrors of ``default``; the real-replication tests use
+PostgreSQL instead.
+"""
+
+SECRET_KEY = "multidb-tests"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+_SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+DATABASES = {
+    "default": dict(_SQLITE),
+    "replica1": {**_SQLITE, "TEST": {"MIRROR": "default"}},
+    "replica2": {**_SQLITE, "TEST": {"MIRROR": "default"}},
+}
+REPLICA_DATABASES = ["replica1", "replica2"]
+DATABASE_ROUTERS = ["tests.app.routers.RecordingPinningRouter"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "multidb",
+    "tests.app",
+]
+MIDDLEWARE = [
+    "multidb.middleware.PinningRouterMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+ALLOWED_HOSTS = ["*"]
