@@ -1,0 +1,267 @@
+#!/usr/bin/env bash
+# Developer entry point for django-replica-router.  Run `./run.sh help`.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+
+VENV=.venv
+STAMP="$VENV/.requirements.sha"
+SETTINGS=tests.settings
+
+usage() {
+    cat <<'EOF'
+Usage: ./run.sh COMMAND [ARGS...]
+
+Commands:
+  test [PYTEST ARGS...]  Run the test suite with coverage.  With no arguments
+                         the whole suite runs and 100% coverage is enforced;
+                         with arguments coverage is only reported.
+                         PostgreSQL tests run by default and need PostgreSQL
+                         server binaries (found or installed automatically;
+                         override with PGBIN=/path/to/bin).  Skip them with
+                         -m "not postgres".
+  check                  ruff check, ruff format --check, mypy, django-admin
+                         check, and a wheel-contents sanity check.
+  shell                  django-admin shell with tests.settings.
+  tox [TOX ARGS...]      Run the tox matrix (Python x Django), e.g.
+                         ./run.sh tox -e py312-django61
+  demo                   (not implemented yet)
+  bench                  (not implemented yet)
+  help                   Show this text.
+
+The virtualenv .venv is (re)built automatically whenever requirements.txt or
+pyproject.toml change.
+EOF
+}
+
+log() { printf 'run.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --------------------------------------------------------------------- venv
+
+requirements_sha() {
+    cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1
+}
+
+pick_python() {
+    # pyenv shims may exist for versions that are not active, so actually run
+    # the candidate instead of only looking it up on PATH.
+    local cand
+    for cand in python3.11 python3; do
+        if command -v "$cand" >/dev/null 2>&1 && "$cand" -c '' >/dev/null 2>&1; then
+            echo "$cand"
+            return 0
+        fi
+    done
+    die "no usable python3 found on PATH"
+}
+
+ensure_venv() {
+    local want
+    want=$(requirements_sha)
+    if [[ -x $VENV/bin/python && -f $STAMP && "$(cat "$STAMP")" == "$want" ]]; then
+        return 0
+    fi
+    if ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+        local py
+        py=$(pick_python)
+        log "creating $VENV with $py ($("$py" -V 2>&1))"
+        rm -rf "$VENV"
+        "$py" -m venv "$VENV"
+    fi
+    log "installing requirements into $VENV (this takes a minute)"
+    rm -f "$STAMP"
+    # The local package mirrors make pip warn about every project they lack;
+    # drop those lines and keep everything else.
+    local rc=0
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --progress-bar off -r requirements.txt 2>&1 |
+        { grep -v -e 'is ignored: it is neither a file nor a directory' || true; } ||
+        rc=$?
+    ((rc == 0)) || die "pip install -r requirements.txt failed (exit $rc)"
+    echo "$want" >"$STAMP"
+    log "$VENV is ready"
+}
+
+# ----------------------------------------------------------------- postgres
+
+# Print the bin directory of a PostgreSQL server installation, or nothing.
+find_pgbin() {
+    local d
+    if [[ -n ${PGBIN:-} ]]; then
+        [[ -x $PGBIN/initdb ]] || die "PGBIN=$PGBIN has no executable initdb"
+        echo "$PGBIN"
+        return 0
+    fi
+    # Newest /usr/lib/postgresql/<version>/bin that has initdb.
+    while IFS= read -r d; do
+        if [[ -x $d/initdb ]]; then
+            echo "$d"
+            return 0
+        fi
+    done < <(compgen -G '/usr/lib/postgresql/*/bin' | sort -V -r)
+    if command -v pg_config >/dev/null 2>&1; then
+        d=$(pg_config --bindir 2>/dev/null || true)
+        if [[ -n $d && -x $d/initdb ]]; then
+            echo "$d"
+            return 0
+        fi
+    fi
+    if d=$(command -v initdb 2>/dev/null); then
+        dirname "$(readlink -f "$d")"
+        return 0
+    fi
+    return 0
+}
+
+ensure_postgres() {
+    local bin
+    bin=$(find_pgbin)
+    if [[ -z $bin && $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "PostgreSQL server binaries not found; installing Debian's postgresql package"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            postgresql >/dev/null
+        bin=$(find_pgbin)
+    fi
+    if [[ -z $bin ]]; then
+        log "error: PostgreSQL server binaries (initdb, pg_ctl, postgres) not found."
+        log "       Install PostgreSQL (e.g. 'apt-get install postgresql'), or set"
+        log "       PGBIN to the directory holding initdb, or skip those tests with"
+        log "       ./run.sh test -m \"not postgres\""
+        exit 1
+    fi
+    export PGBIN="$bin"
+}
+
+# True if the arguments opt out of the postgres-marked tests.
+opts_out_of_postgres() {
+    local a
+    for a in "$@"; do
+        [[ $a == *"not postgres"* ]] && return 0
+    done
+    return 1
+}
+
+# ----------------------------------------------------------------- pythons
+
+# tox needs python3.10 ... python3.13 on PATH.  Under pyenv the shims for
+# inactive versions exist but fail (and tox hands interpreter discovery a
+# filtered environment, so PYENV_VERSION would not reach them).  Link the
+# newest installed patch release of each missing minor version into a private
+# directory and put that first on PATH; only versioned names (python3.X) are
+# linked, so python3 / python stay as they were.
+ensure_tox_interpreters() {
+    command -v pyenv >/dev/null 2>&1 || return 0
+    local dir=$PWD/$VENV/tox-pythons minor best prefix
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for minor in 3.10 3.11 3.12 3.13; do
+        "python$minor" -c '' >/dev/null 2>&1 && continue
+        best=$(pyenv versions --bare --skip-aliases 2>/dev/null |
+            grep -E "^${minor//./\\.}\.[0-9]+$" | sort -V | tail -n1 || true)
+        [[ -n $best ]] || continue
+        prefix=$(pyenv prefix "$best" 2>/dev/null) || continue
+        [[ -x $prefix/bin/python$minor ]] || continue
+        ln -s "$prefix/bin/python$minor" "$dir/python$minor"
+    done
+    export PATH="$dir:$PATH"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_test() {
+    ensure_venv
+    opts_out_of_postgres "$@" || ensure_postgres
+    local cov=(--cov --cov-report=term-missing)
+    # Coverage is only complete (and so only enforced) for the whole suite.
+    (($#)) && cov+=(--cov-fail-under=0)
+    local rc=0
+    "$VENV/bin/python" -m pytest "${cov[@]}" "$@" || rc=$?
+    exit "$rc"
+}
+
+# Verify the wheel ships every module under multidb/ plus py.typed, since
+# pyproject.toml lists the packages explicitly.
+check_wheel() {
+    local tmp rc=0
+    tmp=$(mktemp -d)
+    "$VENV/bin/python" -m pip wheel --quiet --no-deps --disable-pip-version-check \
+        -w "$tmp" . >/dev/null || { rm -rf "$tmp"; return 1; }
+    "$VENV/bin/python" - "$tmp"/*.whl <<'EOF' || rc=$?
+import pathlib, sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+wanted = {p.as_posix() for p in pathlib.Path("multidb").rglob("*.py")}
+wanted.add("multidb/py.typed")
+missing = sorted(wanted - names)
+if missing:
+    sys.exit("wheel is missing: " + ", ".join(missing)
+             + "\n(add new packages to [tool.setuptools] packages in pyproject.toml)")
+print(f"wheel OK: {len(wanted)} files from multidb/ present")
+EOF
+    rm -rf "$tmp"
+    return "$rc"
+}
+
+cmd_check() {
+    ensure_venv
+    local failed=()
+    run_step() {
+        printf '\n=== %s\n' "$*"
+        "$@" || failed+=("$*")
+    }
+    run_step "$VENV/bin/ruff" check .
+    run_step "$VENV/bin/ruff" format --check .
+    run_step "$VENV/bin/mypy"
+    run_step "$VENV/bin/django-admin" check --settings="$SETTINGS" --pythonpath=.
+    run_step check_wheel
+    if ((${#failed[@]})); then
+        printf '\ncheck FAILED:\n' >&2
+        printf '  %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
+    printf '\ncheck OK\n'
+}
+
+cmd_shell() {
+    ensure_venv
+    exec "$VENV/bin/django-admin" shell --settings="$SETTINGS" --pythonpath=. "$@"
+}
+
+cmd_tox() {
+    ensure_venv
+    opts_out_of_postgres "$@" || ensure_postgres
+    ensure_tox_interpreters
+    exec "$VENV/bin/tox" "$@"
+}
+
+cmd_demo() {
+    ensure_postgres
+    log "demo: not implemented yet"
+    exit 2
+}
+
+cmd_bench() {
+    log "bench: not implemented yet"
+    exit 2
+}
+
+main() {
+    local cmd=${1:-help}
+    (($#)) && shift
+    case $cmd in
+    test) cmd_test "$@" ;;
+    check) cmd_check "$@" ;;
+    shell) cmd_shell "$@" ;;
+    tox) cmd_tox "$@" ;;
+    demo) cmd_demo "$@" ;;
+    bench) cmd_bench "$@" ;;
+    help | -h | --help) usage ;;
+    *)
+        log "unknown command: $cmd"
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
