@@ -25,7 +25,8 @@ Commands:
   tox [TOX ARGS...]      Run the tox matrix (Python x Django), e.g.
                          ./run.sh tox -e py312-django61
   demo                   (not implemented yet)
-  bench                  (not implemented yet)
+  bench [--quick]        The routing hot path against django-multidb-router
+                         0.11, loaded side by side (benchmarks/).
   help                   Show this text.
 
 The virtualenv .venv is (re)built automatically whenever requirements.txt or
@@ -241,8 +242,8 @@ cmd_demo() {
 }
 
 cmd_bench() {
-    log "bench: not implemented yet"
-    exit 2
+    ensure_venv
+    "$VENV/bin/python" benchmarks/hot_path.py "$@"
 }
 
 main() {

@@ -10,3 +10,16 @@ urlpatterns = [
     path("decorated-write/", views.decorated_write),
     path("async-decorated-write/", views.async_decorated_write),
 ]
+
+urlpatterns += [
+    path("read-many/", views.read_many),
+    path("async-read-many/", views.async_read_many),
+    path("async-query-many/", views.async_query_many),
+    path("get-or-create-then-read/", views.get_or_create_then_read),
+    path("save-then-read/", views.save_then_read),
+    path("async-create-then-query/", views.async_create_then_query),
+    path("marked-write/", views.marked_write),
+    path("pin-then-fail/", views.pin_then_fail),
+    path("thread-info/", views.thread_info),
+    path("async-thread-info/", views.async_thread_info),
+]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+import asyncio
+import threading
 
-from multidb import db_write, this_thread_is_pinned
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from multidb import db_write, pinning, this_thread_is_pinned
+from multidb.pinning import mark_as_write, pin_this_thread
 
 from .models import Item
 
@@ -43,3 +47,93 @@ def decorated_write(request: HttpRequest) -> JsonResponse:
 @db_write
 async def async_decorated_write(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"db": Item.objects.all().db})
+
+
+# --- views for the pinning, middleware and ASGI-server tests ------------------
+
+#: Optional ``asyncio.Barrier`` that ``async_read_many`` waits on between its
+#: reads, so that a test can force concurrent requests to interleave.
+READ_BARRIER: asyncio.Barrier | None = None
+#: Bounds every wait on ``READ_BARRIER``, in seconds.
+BARRIER_TIMEOUT = 5.0
+
+
+def _routing() -> dict[str, object]:
+    return {"pinned": this_thread_is_pinned(), "thread": threading.get_ident()}
+
+
+def read_many(request: HttpRequest) -> JsonResponse:
+    """Five routing decisions, without touching the database."""
+    dbs = [Item.objects.all().db for _ in range(5)]
+    return JsonResponse({"dbs": dbs, **_routing()})
+
+
+async def async_read_many(request: HttpRequest) -> JsonResponse:
+    """Five routing decisions with awaits (and the optional barrier) between."""
+    dbs = []
+    for _ in range(5):
+        dbs.append(Item.objects.all().db)
+        await asyncio.sleep(0)
+        if READ_BARRIER is not None:
+            await asyncio.wait_for(READ_BARRIER.wait(), BARRIER_TIMEOUT)
+    return JsonResponse({"dbs": dbs, **_routing()})
+
+
+async def async_query_many(request: HttpRequest) -> JsonResponse:
+    """Three real queries (run in a worker thread) with awaits between."""
+    counts = []
+    for _ in range(3):
+        counts.append(await Item.objects.acount())
+        await asyncio.sleep(0)
+    return JsonResponse({"counts": counts, "db": Item.objects.all().db, **_routing()})
+
+
+def get_or_create_then_read(request: HttpRequest) -> JsonResponse:
+    before = Item.objects.all().db
+    Item.objects.get_or_create(name="got-or-created")
+    after = Item.objects.all().db
+    return JsonResponse({"before": before, "after": after})
+
+
+def save_then_read(request: HttpRequest) -> JsonResponse:
+    item = Item(name="unsaved")
+    before = Item.objects.all().db
+    item.save()
+    after = Item.objects.all().db
+    return JsonResponse({"before": before, "after": after})
+
+
+async def async_create_then_query(request: HttpRequest) -> JsonResponse:
+    """A write then reads in the worker thread: the reads must follow the write."""
+    before = Item.objects.all().db
+    created = await Item.objects.acreate(name="written")
+    count = await Item.objects.acount()
+    item = await Item.objects.aget(pk=created.pk)
+    return JsonResponse(
+        {"before": before, "after": Item.objects.all().db, "count": count, "pk": item.pk}
+    )
+
+
+def marked_write(request: HttpRequest) -> JsonResponse:
+    """Marks its response as a write, then keeps reading."""
+    response = mark_as_write(JsonResponse({}))
+    dbs = [Item.objects.all().db for _ in range(3)]
+    response.content = JsonResponse({"dbs": dbs, **_routing()}).content
+    return response
+
+
+def pin_then_fail(request: HttpRequest) -> HttpResponse:
+    """Pins its context, then fails with a 500."""
+    pin_this_thread()
+    Item.objects.all().db  # noqa: B018  (a routing decision)
+    raise RuntimeError("view failed after pinning")
+
+
+def thread_info(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_routing())
+
+
+async def async_thread_info(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {**_routing(), "in_request": pinning.current_request() is not None}
+    )
