@@ -65,11 +65,11 @@ def measure(
 
 
 def candidates() -> dict[str, Callable[[], object]]:
+    import multidb_seed  # type: ignore[import-not-found]
+    import multidb_seed.pinning  # type: ignore[import-not-found]
     from django.contrib.auth.models import User
     from django.db import connections
 
-    import multidb_seed  # type: ignore[import-not-found]
-    import multidb_seed.pinning  # type: ignore[import-not-found]
     from multidb import PinningReplicaRouter
     from multidb import pinning as ours_pinning
 
@@ -80,7 +80,7 @@ def candidates() -> dict[str, Callable[[], object]]:
         def db_for_read(self, model: object, **hints: object) -> str:
             return "replica1"
 
-    floor = ConstantRouter()
+    floor, seed_replica = ConstantRouter(), multidb_seed.ReplicaRouter()
 
     def seed_state(pinned: bool) -> Callable[[], object]:
         def setup() -> Callable[[], object]:
@@ -105,10 +105,8 @@ def candidates() -> dict[str, Callable[[], object]]:
         return setup
 
     return {
-        "floor: constant router": lambda: (lambda: floor.db_for_read(User)),
-        "seed ReplicaRouter": lambda: (
-            lambda r=multidb_seed.ReplicaRouter(): r.db_for_read(User)
-        ),
+        "floor: constant router": lambda: lambda: floor.db_for_read(User),
+        "seed ReplicaRouter": lambda: lambda: seed_replica.db_for_read(User),
         "seed PinningReplicaRouter unpinned": seed_state(False),
         "seed PinningReplicaRouter pinned": seed_state(True),
         "ours unpinned": ours_state(request=False, pinned=False),
@@ -138,7 +136,11 @@ def main() -> int:
     )
     print(f"{'candidate':40} {'median':>9} {'p10-p90':>15} {'vs seed':>8}")
     for name, figures in results.items():
-        base = base_pinned if "pinned" in name and "unpinned" not in name else base_unpinned
+        base = (
+            base_pinned
+            if "pinned" in name and "unpinned" not in name
+            else base_unpinned
+        )
         print(
             f"{name:40} {figures['median_ns']:7.0f}ns"
             f" {figures['p10_ns']:6.0f}-{figures['p90_ns']:<6.0f}ns"

@@ -25,8 +25,19 @@ def install_seed() -> Path:
     if not (package / "__init__.py").exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         download = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--only-binary", ":all:", "--dest", str(CACHE), SEED],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--dest",
+                str(CACHE),
+                SEED,
+            ],
             capture_output=True,
             text=True,
         )

@@ -80,9 +80,7 @@ def check_replica_databases() -> list[CheckMessage]:
                     id="multidb.E001",
                 )
             )
-        elif alias != DEFAULT_DB_ALIAS and not settings.DATABASES[alias].get(
-            "TEST", {}
-        ).get("MIRROR"):
+        elif alias != DEFAULT_DB_ALIAS and not _test_mirror(alias):
             messages.append(
                 CheckWarning(
                     f"Replica {alias!r} is not a test mirror: under the test "
@@ -95,11 +93,19 @@ def check_replica_databases() -> list[CheckMessage]:
     return messages
 
 
+def _test_mirror(alias: str) -> Any:
+    databases: dict[str, dict[str, Any]] = settings.DATABASES
+    test_settings: dict[str, Any] = databases[alias].get("TEST") or {}
+    return test_settings.get("MIRROR")
+
+
 def check_pinning_settings() -> list[CheckMessage]:
     problems = []
     cookie = getattr(settings, "MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
     if not isinstance(cookie, str) or not cookie:
-        problems.append(f"MULTIDB_PINNING_COOKIE must be a non-empty string, not {cookie!r}.")
+        problems.append(
+            f"MULTIDB_PINNING_COOKIE must be a non-empty string, not {cookie!r}."
+        )
     seconds = getattr(settings, "MULTIDB_PINNING_SECONDS", 15)
     try:
         valid_seconds = not isinstance(seconds, bool) and int(seconds) >= 0

@@ -36,7 +36,7 @@ class Settings:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            return settings.SLAVE_DATABASES
+            return getattr(settings, "SLAVE_DATABASES")  # noqa: B009
         return None
 
     @property

@@ -117,6 +117,6 @@ class PinningRouterMiddleware:
                 max_age=conf.PINNING_SECONDS,
                 secure=conf.PINNING_COOKIE_SECURE,
                 httponly=conf.PINNING_COOKIE_HTTPONLY,
-                samesite=conf.PINNING_COOKIE_SAMESITE,
+                samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]
             )
         return response

@@ -116,7 +116,8 @@ _primary_storage: Any = _NotFound()
 def primary_in_atomic() -> bool:
     """Whether this thread's connection to the primary is inside ``atomic()``."""
     global _primary_storage
-    storage = getattr(connections._connections, "_storage", None)
+    local = connections._connections  # type: ignore[attr-defined]
+    storage = getattr(local, "_storage", None)
     if type(storage) is threading.local:
         _primary_storage = storage
     return connections[DEFAULT_DB_ALIAS].in_atomic_block
