@@ -94,8 +94,7 @@ def check_replica_databases() -> list[CheckMessage]:
 
 
 def _test_mirror(alias: str) -> Any:
-    databases: dict[str, dict[str, Any]] = settings.DATABASES
-    test_settings: dict[str, Any] = databases[alias].get("TEST") or {}
+    test_settings: dict[str, Any] = settings.DATABASES[alias].get("TEST") or {}
     return test_settings.get("MIRROR")
 
 

@@ -4,12 +4,14 @@ The replicas are test mirrors of ``default``; the real-replication tests use
 PostgreSQL instead.
 """
 
+from typing import Any
+
 SECRET_KEY = "multidb-tests"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
-_SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
-DATABASES = {
+_SQLITE: dict[str, Any] = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+DATABASES: dict[str, dict[str, Any]] = {
     "default": dict(_SQLITE),
     "replica1": {**_SQLITE, "TEST": {"MIRROR": "default"}},
     "replica2": {**_SQLITE, "TEST": {"MIRROR": "default"}},
