@@ -108,7 +108,7 @@ def check_pinning_settings() -> list[CheckMessage]:
     seconds = getattr(settings, "MULTIDB_PINNING_SECONDS", 15)
     try:
         valid_seconds = not isinstance(seconds, bool) and int(seconds) >= 0
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         valid_seconds = False
     if not valid_seconds:
         problems.append(
@@ -140,7 +140,7 @@ def _classes(entries: Iterable[Any]) -> list[type | None]:
         if isinstance(entry, str):
             try:
                 entry = import_string(entry)
-            except ImportError:
+            except Exception:  # Django reports unimportable entries itself.
                 found.append(None)
                 continue
         found.append(entry if isinstance(entry, type) else type(entry))

@@ -7,7 +7,7 @@ Values are returned as configured; ``multidb.checks`` reports bad ones.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -66,12 +66,13 @@ conf = Settings()
 def replica_weights(raw: Any) -> dict[str, int]:
     """Normalise ``REPLICA_DATABASES`` to ``{alias: weight}``, in order.
 
-    A list gives every alias the weight 1. Raises ``TypeError`` or
+    A list (or any other iterable, as 0.11 accepted) gives every alias the
+    weight 1. Raises ``TypeError`` or
     ``ValueError`` for a value the system checks would reject.
     """
     if raw is None:
         return {}
-    if isinstance(raw, str) or not isinstance(raw, (Mapping, list, tuple)):
+    if isinstance(raw, (str, bytes)) or not isinstance(raw, (Mapping, Iterable)):
         raise TypeError(
             "REPLICA_DATABASES must be a list of database aliases or a dict "
             f"{{alias: weight}}, not {type(raw).__name__}."

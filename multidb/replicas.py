@@ -110,7 +110,7 @@ def _rebuild() -> Rotation:
     global _rotation, next_replica
     with _lock:
         weights = configured()
-        if not weights:
+        if not any(weights.values()):
             warnings.warn(
                 "[multidb] No replica databases are configured! "
                 "You can configure them with the REPLICA_DATABASES setting.",
@@ -134,9 +134,12 @@ def exclude(aliases: Iterable[str]) -> None:
     """Take ``aliases`` out of rotation (and put every other one back)."""
     global _excluded
     aliases = frozenset(aliases)
-    if aliases != _excluded:
-        _excluded = aliases
-        _invalidate()
+    # Under the lock, so that a rebuild running meanwhile cannot install a
+    # rotation that still holds an excluded replica.
+    with _lock:
+        if aliases != _excluded:
+            _excluded = aliases
+            _invalidate()
 
 
 class Sticky:
@@ -168,4 +171,5 @@ _STALE.current = False
 @receiver(setting_changed)
 def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
     if setting in REPLICA_SETTINGS:
-        _invalidate()
+        with _lock:
+            _invalidate()
