@@ -69,7 +69,7 @@ class _Fixed:
 class Scope:
     """An immutable node of routing state; blocks push children of it."""
 
-    __slots__ = ("primary", "replica", "request", "parent", "free")
+    __slots__ = ("primary", "replica", "request", "parent", "free", "unpinned")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class Scope:
         replica: replicas.Sticky | _Fixed | None = None,
         request: RequestState | None = None,
         parent: Scope | None = None,
+        unpinned: bool = False,
     ) -> None:
         #: Reads are forced to the primary.
         self.primary = primary
@@ -86,9 +87,16 @@ class Scope:
         self.parent = parent
         #: Neither forced to the primary nor to a replica.
         self.free = not primary and replica is None
+        #: ``unpin_this_thread()`` was called in a block: ignore the request's pin.
+        self.unpinned = unpinned
 
-    def replace(self, primary: bool) -> Scope:
-        return Scope(primary, self.replica, self.request, self.parent)
+    def pinned(self) -> Scope:
+        """This scope, with reads forced to the primary (the innermost wins)."""
+        return Scope(True, None, self.request, self.parent)
+
+    def unpinned_copy(self) -> Scope:
+        """This scope, free to read replicas despite the request's pin."""
+        return Scope(False, self.replica, self.request, self.parent, True)
 
 
 _ROOT = Scope()
@@ -132,12 +140,14 @@ def route_read(router: object, model: object, **hints: object) -> str:
     """
     scope = _get_scope()
     request = scope.request
-    if scope.free and (request is None or not request.pinned):
+    if scope.free and (request is None or not request.pinned or scope.unpinned):
         try:
             in_atomic = _primary_storage.default.in_atomic_block
         except AttributeError:  # storage not found yet, or no connection yet
             in_atomic = primary_in_atomic()
-        if in_atomic:
+        # Confirm through Django: a thread running an event loop may hold a
+        # sync connection in atomic() that is not the one Django uses there.
+        if in_atomic and primary_in_atomic():
             return DEFAULT_DB_ALIAS
         if request is None:
             return replicas.next_replica()
@@ -199,20 +209,32 @@ def current_request() -> RequestState | None:
 def this_thread_is_pinned() -> bool:
     """Whether reads in the current context go to the primary."""
     scope = _scope.get()
-    return scope.primary or (scope.request is not None and scope.request.pinned)
+    request = scope.request
+    return scope.primary or (
+        scope.replica is None
+        and request is not None
+        and request.pinned
+        and not scope.unpinned
+    )
 
 
 def pin_this_thread() -> None:
     """Send the current context's reads to the primary until unpinned."""
-    _scope.set(_scope.get().replace(primary=True))
+    _scope.set(_scope.get().pinned())
 
 
 def unpin_this_thread() -> None:
-    """Let the current context's reads go to replicas again."""
+    """Let the current context's reads go to replicas again.
+
+    At the top level of a request this unpins the rest of the request; in a
+    block, only the rest of the block.
+    """
     scope = _scope.get()
-    if scope.request is not None:
-        scope.request.pinned = False
-    _scope.set(scope.replace(primary=False))
+    request = scope.request
+    parent = scope.parent
+    if request is not None and (parent is None or parent.request is not request):
+        request.pinned = False
+    _scope.set(scope.unpinned_copy())
 
 
 # --- blocks and decorators -------------------------------------------------

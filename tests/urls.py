@@ -22,4 +22,5 @@ urlpatterns += [
     path("pin-then-fail/", views.pin_then_fail),
     path("thread-info/", views.thread_info),
     path("async-thread-info/", views.async_thread_info),
+    path("async-routed-write/", views.async_routed_write),
 ]

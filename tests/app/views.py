@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+from django.db import router
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from multidb import db_write, pinning, this_thread_is_pinned
@@ -110,7 +111,12 @@ async def async_create_then_query(request: HttpRequest) -> JsonResponse:
     count = await Item.objects.acount()
     item = await Item.objects.aget(pk=created.pk)
     return JsonResponse(
-        {"before": before, "after": Item.objects.all().db, "count": count, "pk": item.pk}
+        {
+            "before": before,
+            "after": Item.objects.all().db,
+            "count": count,
+            "pk": item.pk,
+        }
     )
 
 
@@ -136,4 +142,15 @@ def thread_info(request: HttpRequest) -> JsonResponse:
 async def async_thread_info(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {**_routing(), "in_request": pinning.current_request() is not None}
+    )
+
+
+async def async_routed_write(request: HttpRequest) -> JsonResponse:
+    """Routes a write without running it (for servers without a shared DB)."""
+    before = Item.objects.all().db
+    await asyncio.sleep(0)
+    write = router.db_for_write(Item)
+    await asyncio.sleep(0)
+    return JsonResponse(
+        {"before": before, "write": write, "after": Item.objects.all().db}
     )
