@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 from .conf import DEFAULT_DB_ALIAS
+from .health import DatabaseStatus, replica_status
 from .pinning import (
     db_write,
     replica_alias,
@@ -30,6 +31,7 @@ __version__ = "1.0.0a1"
 
 __all__ = [
     "DEFAULT_DB_ALIAS",
+    "DatabaseStatus",
     "DeprecationMixin",
     "MasterSlaveRouter",
     "PinningMasterSlaveRouter",
@@ -38,6 +40,7 @@ __all__ = [
     "db_write",
     "get_replica",
     "get_slave",
+    "replica_status",
     "this_thread_is_pinned",
     "use_primary_db",
     "use_replica",

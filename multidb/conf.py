@@ -59,6 +59,28 @@ class Settings:
     def PINNING_COOKIE_SAMESITE(self) -> str | None:  # noqa: N802
         return getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
 
+    @property
+    def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
+        """Seconds between background probes; ``None`` turns health checks off."""
+        return getattr(settings, "MULTIDB_HEALTH_CHECK_INTERVAL", 1.0)
+
+    @property
+    def HEALTH_CHECK_TIMEOUT(self) -> float:  # noqa: N802
+        return getattr(settings, "MULTIDB_HEALTH_CHECK_TIMEOUT", 1.0)
+
+    @property
+    def REPLICA_MAX_LAG(self) -> float | None:  # noqa: N802
+        return getattr(settings, "MULTIDB_REPLICA_MAX_LAG", 30)
+
+    @property
+    def REPLICA_MAX_LAG_BYTES(self) -> int | None:  # noqa: N802
+        return getattr(settings, "MULTIDB_REPLICA_MAX_LAG_BYTES", None)
+
+    @property
+    def HEALTH_MIN_REPLICAS(self) -> int:  # noqa: N802
+        """Usable replicas the health view needs to answer 200."""
+        return getattr(settings, "MULTIDB_HEALTH_MIN_REPLICAS", 1)
+
 
 conf = Settings()
 

@@ -117,9 +117,14 @@ def _rebuild() -> Rotation:
                 UserWarning,
                 stacklevel=4,
             )
-        _rotation = Rotation(weights, _excluded)
-        next_replica = _rotation.next
-        return _rotation
+        built = _rotation = Rotation(weights, _excluded)
+        next_replica = built.next
+    # Rebuilding is rare (first use, settings, health changes): a cheap
+    # place to make sure the health prober runs.
+    from .health import ensure_started
+
+    ensure_started()
+    return built
 
 
 def _invalidate() -> None:
@@ -140,6 +145,13 @@ def exclude(aliases: Iterable[str]) -> None:
         if aliases != _excluded:
             _excluded = aliases
             _invalidate()
+
+
+def after_fork() -> None:
+    """In a forked child: a fresh lock, and a rotation rebuilt on next use."""
+    global _lock
+    _lock = threading.Lock()
+    _invalidate()
 
 
 class Sticky:

@@ -33,3 +33,4 @@ MIDDLEWARE = [
 ]
 ROOT_URLCONF = "tests.urls"
 ALLOWED_HOSTS = ["*"]
+MULTIDB_HEALTH_CHECK_INTERVAL = None  # the unit tests probe explicitly

@@ -1,0 +1,441 @@
+"""Replica health: probes, lag, and which replicas stay in the rotation.
+
+A background thread (one per process, started on first use, restarted after
+``fork``) probes the primary and every replica each
+``MULTIDB_HEALTH_CHECK_INTERVAL`` seconds over connections of its own.  A
+replica that is unreachable, promoted, or behind by more than the lag limits
+leaves the rotation (``multidb.replicas.exclude``) and comes back after the
+next good probe.  Routing itself never waits for a probe.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError, connections
+from django.db.utils import load_backend
+from django.dispatch import receiver
+
+from . import replicas, signals
+from .conf import DEFAULT_DB_ALIAS, conf
+from .pinning import current_request
+from .positions import ReplicaState, adapter, format_lsn
+
+logger = logging.getLogger("multidb")
+
+OK = "ok"
+DOWN = "down"
+PROMOTED = "promoted"
+LAGGING = "lagging"
+UNKNOWN = "unknown"
+
+#: How many primary positions to remember for lag in seconds (one a probe).
+HISTORY = 3600
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DatabaseStatus:
+    """What the last probe found out about one database."""
+
+    alias: str
+    #: ``"primary"`` or ``"replica"``.
+    role: str
+    #: ``ok``, ``down``, ``promoted``, ``lagging``, or ``unknown`` (not probed yet).
+    state: str
+    reachable: bool | None = None
+    #: False once a replica has been promoted; None when not known.
+    is_replica: bool | None = None
+    #: Bytes of WAL the replica has still to replay (None without positions).
+    lag_bytes: int | None = None
+    #: Seconds since the replica was last caught up with the primary.
+    lag_seconds: float | None = None
+    #: The replica's replay position, or the primary's current position.
+    replay_position: str | None = None
+    last_checked: datetime | None = None
+    #: Why the state is not ``ok``.
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Whether this database can take reads now."""
+        return self.state in (OK, UNKNOWN)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usable"] = self.usable
+        if self.last_checked is not None:
+            data["last_checked"] = self.last_checked.isoformat()
+        return data
+
+
+class _Connection:
+    """A connection of the prober's own, never one a request uses."""
+
+    def __init__(self, alias: str, timeout: float) -> None:
+        settings_dict = copy.deepcopy(connections.settings[alias])
+        options = settings_dict.setdefault("OPTIONS", {})
+        # A pool would hand the probe a request's idle connection, or make it
+        # wait behind requests for one.
+        options.pop("pool", None)
+        backend = load_backend(settings_dict["ENGINE"])
+        self.wrapper = backend.DatabaseWrapper(settings_dict, alias)
+        if self.wrapper.vendor == "postgresql":
+            options["connect_timeout"] = max(1, math.ceil(timeout))
+        self.wrapper.inc_thread_sharing()
+        self.adapter = adapter(self.wrapper.vendor)
+
+    def run(self, method: Callable[[Any], T]) -> T:
+        with self.wrapper.cursor() as cursor:
+            return method(cursor)
+
+    def close(self) -> None:
+        try:
+            self.wrapper.close()
+        except Exception:  # noqa: BLE001 - the server may be gone already
+            logger.debug("closing the probe connection to %s failed", self.wrapper.alias)
+
+
+class Registry:
+    """Per-process health state of the primary and the replicas."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._round_lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._in_flight: set[str] = set()
+        self._history: deque[tuple[float, int]] = deque(maxlen=HISTORY)
+        self._statuses: dict[str, DatabaseStatus] = {}
+        self._none_usable = False
+
+    # --- reading -----------------------------------------------------------
+
+    def statuses(self) -> list[DatabaseStatus]:
+        """The primary first, then each configured replica, as last probed."""
+        with self._lock:
+            known = dict(self._statuses)
+        return [
+            known.get(alias) or DatabaseStatus(alias, role, UNKNOWN)
+            for alias, role in _databases()
+        ]
+
+    # --- probing -----------------------------------------------------------
+
+    def probe(self, apply: bool = True) -> list[DatabaseStatus]:
+        """Probe every database once, bounded by ``MULTIDB_HEALTH_CHECK_TIMEOUT``.
+
+        The primary goes first so that a replica that keeps up shows no lag.
+        With ``apply`` (the default), the rotation follows the result.
+        """
+        timeout = conf.HEALTH_CHECK_TIMEOUT
+        with self._round_lock:
+            databases = _databases()
+            started = time.monotonic()
+            primary = self._run([DEFAULT_DB_ALIAS], "primary", timeout)
+            primary_result = primary.get(DEFAULT_DB_ALIAS)
+            if isinstance(primary_result, int):
+                self._history.append((started, primary_result))
+            replica_aliases = [alias for alias, role in databases if role == "replica"]
+            results = self._run(replica_aliases, "replica", timeout)
+            now = time.monotonic()
+            checked = datetime.now(timezone.utc)
+            statuses = [_primary_status(primary_result, checked)]
+            for alias in replica_aliases:
+                statuses.append(self._replica_status(alias, results.get(alias), now, checked))
+            self._publish(statuses, apply)
+            return statuses
+
+    def _run(self, aliases: Iterable[str], role: str, timeout: float) -> dict[str, Any]:
+        """Probe ``aliases`` in parallel; a probe still running at the deadline
+        counts as a failure, and its alias is skipped until it returns."""
+        results: dict[str, Any] = {}
+        threads = []
+        for alias in aliases:
+            with self._lock:
+                if alias in self._in_flight:
+                    results[alias] = TimeoutError("the previous probe is still waiting")
+                    continue
+                self._in_flight.add(alias)
+            thread = threading.Thread(
+                target=self._probe_one,
+                args=(alias, role, timeout, results),
+                name=f"multidb-probe-{alias}",
+                daemon=True,
+            )
+            thread.start()
+            threads.append((alias, thread))
+        deadline = time.monotonic() + timeout
+        for alias, thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                results.setdefault(
+                    alias, TimeoutError(f"no answer within {timeout:g}s")
+                )
+        return dict(results)
+
+    def _probe_one(
+        self, alias: str, role: str, timeout: float, results: dict[str, Any]
+    ) -> None:
+        result: Any
+        try:
+            connection = self._connections.get(alias)
+            if connection is None:
+                connection = self._connections[alias] = _Connection(alias, timeout)
+            method = (
+                connection.adapter.primary_position
+                if role == "primary"
+                else connection.adapter.replica_state
+            )
+            result = connection.run(method)
+        except Exception as exc:  # noqa: BLE001 - any failure means "down"
+            result = exc
+            stale = self._connections.pop(alias, None)
+            if stale is not None:
+                stale.close()
+        finally:
+            with self._lock:
+                self._in_flight.discard(alias)
+        results.setdefault(alias, result)
+
+    def _replica_status(
+        self, alias: str, result: Any, now: float, checked: datetime
+    ) -> DatabaseStatus:
+        if not isinstance(result, ReplicaState):
+            return DatabaseStatus(
+                alias, "replica", DOWN, reachable=False, last_checked=checked,
+                reason=_describe(result),
+            )  # fmt: skip
+        if not result.is_replica:
+            return DatabaseStatus(
+                alias, "replica", PROMOTED, reachable=True, is_replica=False,
+                last_checked=checked,
+                reason="it is no longer in recovery: it was promoted",
+            )  # fmt: skip
+        lag_bytes, lag_seconds = self._lag(result.replay_position, now)
+        reason = _lag_reason(lag_bytes, lag_seconds)
+        return DatabaseStatus(
+            alias, "replica", LAGGING if reason else OK, reachable=True,
+            is_replica=True, lag_bytes=lag_bytes, lag_seconds=lag_seconds,
+            replay_position=_format(result.replay_position), last_checked=checked,
+            reason=reason,
+        )  # fmt: skip
+
+    def _lag(self, replay: int | None, now: float) -> tuple[int | None, float | None]:
+        """Bytes behind the newest primary position, and seconds since the
+        primary was at a position this replica has replayed."""
+        if replay is None or not self._history:
+            return None, None
+        newest_time, newest = self._history[-1]
+        if replay >= newest:
+            return 0, 0.0
+        caught_up_at = self._history[0][0]
+        for sampled_at, position in reversed(self._history):
+            if position <= replay:
+                caught_up_at = sampled_at
+                break
+        return newest - replay, round(now - caught_up_at, 3)
+
+    # --- acting on the result ----------------------------------------------
+
+    def _publish(self, statuses: list[DatabaseStatus], apply: bool) -> None:
+        with self._lock:
+            previous = dict(self._statuses)
+            self._statuses.update((status.alias, status) for status in statuses)
+        for status in statuses:
+            if status.role == "replica":
+                _announce(previous.get(status.alias), status)
+            elif previous.get(status.alias, status).state != status.state:
+                log = logger.info if status.state == OK else logger.error
+                log("multidb: the primary is %s %s", status.state, status.reason)
+        if apply:
+            self._apply()
+
+    def _apply(self) -> None:
+        with self._lock:
+            unusable = {
+                alias
+                for alias, status in self._statuses.items()
+                if status.role == "replica" and not status.usable
+            }
+        replicas.exclude(unusable)
+        configured = [alias for alias, weight in replicas.configured().items() if weight]
+        none_usable = bool(configured) and set(configured) <= unusable
+        if none_usable != self._none_usable:
+            self._none_usable = none_usable
+            if none_usable:
+                logger.warning(
+                    "multidb: no replica is usable; reads go to '%s'", DEFAULT_DB_ALIAS
+                )
+            else:
+                logger.info("multidb: replicas are usable again")
+
+    def report_failure(self, alias: str, reason: str) -> None:
+        """Take ``alias`` out of rotation now, and probe it again at once."""
+        if alias not in replicas.configured() or conf.HEALTH_CHECK_INTERVAL is None:
+            return
+        with self._lock:
+            previous = self._statuses.get(alias)
+            if previous is not None and previous.state == DOWN:
+                return
+            status = DatabaseStatus(
+                alias, "replica", DOWN, reachable=False,
+                last_checked=datetime.now(timezone.utc), reason=reason,
+            )  # fmt: skip
+            self._statuses[alias] = status
+        _announce(previous, status)
+        self._apply()
+        _worker.wake()
+
+
+    def forget(self) -> None:
+        """Drop every status and connection (tests; and after ``fork``)."""
+        with self._lock:
+            self._statuses.clear()
+            self._history.clear()
+            self._in_flight.clear()
+            self._none_usable = False
+            self._connections = {}
+
+
+def _databases() -> list[tuple[str, str]]:
+    aliases = [alias for alias in replicas.configured() if alias != DEFAULT_DB_ALIAS]
+    return [(DEFAULT_DB_ALIAS, "primary")] + [(alias, "replica") for alias in aliases]
+
+
+def _describe(error: Any) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _format(position: int | None) -> str | None:
+    return None if position is None else format_lsn(position)
+
+
+def _primary_status(result: Any, checked: datetime) -> DatabaseStatus:
+    if isinstance(result, BaseException):
+        return DatabaseStatus(
+            DEFAULT_DB_ALIAS, "primary", DOWN, reachable=False, last_checked=checked,
+            reason=_describe(result),
+        )  # fmt: skip
+    return DatabaseStatus(
+        DEFAULT_DB_ALIAS, "primary", OK, reachable=True, is_replica=False,
+        replay_position=_format(result), last_checked=checked,
+    )  # fmt: skip
+
+
+def _lag_reason(lag_bytes: int | None, lag_seconds: float | None) -> str:
+    max_lag, max_bytes = conf.REPLICA_MAX_LAG, conf.REPLICA_MAX_LAG_BYTES
+    if max_lag is not None and lag_seconds is not None and lag_seconds > max_lag:
+        return f"{lag_seconds:g}s behind the primary (limit {max_lag:g}s)"
+    if max_bytes is not None and lag_bytes is not None and lag_bytes > max_bytes:
+        return f"{lag_bytes} bytes behind the primary (limit {max_bytes})"
+    return ""
+
+
+def _announce(previous: DatabaseStatus | None, status: DatabaseStatus) -> None:
+    """Log and signal a replica's change of state (not a repeat of it)."""
+    before = previous.state if previous is not None else UNKNOWN
+    if before == status.state:
+        return
+    alias, reason = status.alias, status.reason
+    if status.state in (DOWN, PROMOTED):
+        logger.warning("multidb: replica %s is %s: %s", alias, status.state, reason)
+        signals.replica_down.send(sender=None, alias=alias, reason=reason)
+    elif status.state == LAGGING:
+        logger.warning("multidb: replica %s is lagging: %s", alias, reason)
+        signals.replica_lagging.send(sender=None, alias=alias, reason=reason)
+    elif before != UNKNOWN:
+        logger.info("multidb: replica %s is back in rotation", alias)
+        signals.replica_up.send(sender=None, alias=alias, reason=f"was {before}")
+
+
+class _Worker:
+    """The background prober: one daemon thread per process."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+    def ensure_started(self) -> None:
+        if conf.HEALTH_CHECK_INTERVAL is None or (
+            self._thread is not None and self._thread.is_alive()
+        ):
+            return
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="multidb-health", daemon=True
+                )
+                self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while (interval := conf.HEALTH_CHECK_INTERVAL) is not None:
+            try:
+                registry.probe()
+            except Exception:  # noqa: BLE001 - keep probing whatever happens
+                logger.exception("multidb: a health probe failed")
+            self._wake.wait(interval)
+            self._wake.clear()
+
+    def after_fork(self) -> None:
+        self._thread = None
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+
+registry = Registry()
+_worker = _Worker()
+
+ensure_started = _worker.ensure_started
+
+
+def probe_now() -> list[DatabaseStatus]:
+    """Probe every database now, in this thread, and apply the result."""
+    return registry.probe()
+
+
+def replica_status() -> list[DatabaseStatus]:
+    """The last known status of each configured replica."""
+    return [status for status in registry.statuses() if status.role == "replica"]
+
+
+def _after_fork_in_child() -> None:
+    # Threads do not survive fork, and the parent's connections must not be
+    # used by two processes: start over, lazily.
+    global registry
+    _worker.after_fork()
+    registry = Registry()
+    replicas.after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@receiver(got_request_exception)
+def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """A request died on a database error: suspect the replica it read from."""
+    error = sys.exc_info()[1]
+    state = current_request()
+    if state is None or not isinstance(error, (OperationalError, InterfaceError)):
+        return
+    alias = state.sticky.alias
+    if alias != DEFAULT_DB_ALIAS:
+        registry.report_failure(alias, _describe(error))

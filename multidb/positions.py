@@ -1,0 +1,76 @@
+"""Per-vendor write positions: where the primary is, and where a replica is.
+
+A position is an integer that only grows (PostgreSQL: the WAL LSN as a
+64-bit number).  A vendor without positions gets reachability checks only.
+Add a vendor by writing an adapter and listing it in ``ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+
+class ReplicaState(NamedTuple):
+    #: False when the server is no longer a replica (it was promoted).
+    is_replica: bool
+    #: How far the replica has replayed the primary's writes, if known.
+    replay_position: int | None
+
+
+class Adapter(Protocol):
+    #: Whether this vendor reports positions (and so lag in bytes).
+    has_positions: bool
+
+    def primary_position(self, cursor: Any) -> int | None: ...
+
+    def replica_state(self, cursor: Any) -> ReplicaState: ...
+
+
+def parse_lsn(text: str) -> int:
+    """``"16/B374D848"`` → ``0x16B374D848``; raises ``ValueError`` if malformed."""
+    high, sep, low = text.partition("/")
+    if not sep or not (0 < len(high) <= 8 and 0 < len(low) <= 8):
+        raise ValueError(f"not a PostgreSQL LSN: {text!r}")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def format_lsn(position: int) -> str:
+    return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
+
+
+class PostgreSQL:
+    has_positions = True
+
+    def primary_position(self, cursor: Any) -> int | None:
+        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        return parse_lsn(cursor.fetchone()[0])
+
+    def replica_state(self, cursor: Any) -> ReplicaState:
+        cursor.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
+        in_recovery, replay = cursor.fetchone()
+        if not in_recovery:
+            return ReplicaState(False, None)
+        return ReplicaState(True, parse_lsn(replay) if replay else None)
+
+
+class ReachabilityOnly:
+    """MySQL, MariaDB, SQLite and others: can we run a query at all?"""
+
+    has_positions = False
+
+    def primary_position(self, cursor: Any) -> int | None:
+        cursor.execute("SELECT 1")
+        return None
+
+    def replica_state(self, cursor: Any) -> ReplicaState:
+        cursor.execute("SELECT 1")
+        return ReplicaState(True, None)
+
+
+ADAPTERS: dict[str, Adapter] = {"postgresql": PostgreSQL()}
+_REACHABILITY_ONLY = ReachabilityOnly()
+
+
+def adapter(vendor: str) -> Adapter:
+    """The adapter for a Django ``connection.vendor``."""
+    return ADAPTERS.get(vendor, _REACHABILITY_ONLY)
