@@ -106,7 +106,9 @@ class _Connection:
         try:
             self.wrapper.close()
         except Exception:  # noqa: BLE001 - the server may be gone already
-            logger.debug("closing the probe connection to %s failed", self.wrapper.alias)
+            logger.debug(
+                "closing the probe connection to %s failed", self.wrapper.alias
+            )
 
 
 class Registry:
@@ -154,7 +156,9 @@ class Registry:
             checked = datetime.now(timezone.utc)
             statuses = [_primary_status(primary_result, checked)]
             for alias in replica_aliases:
-                statuses.append(self._replica_status(alias, results.get(alias), now, checked))
+                statuses.append(
+                    self._replica_status(alias, results.get(alias), now, checked)
+                )
             self._publish(statuses, apply)
             return statuses
 
@@ -259,7 +263,11 @@ class Registry:
                 _announce(previous.get(status.alias), status)
             elif previous.get(status.alias, status).state != status.state:
                 log = logger.info if status.state == OK else logger.error
-                log("multidb: the primary is %s %s", status.state, status.reason)
+                log(
+                    "the primary is %s%s",
+                    status.state,
+                    f": {status.reason}" if status.reason else "",
+                )
         if apply:
             self._apply()
 
@@ -271,16 +279,18 @@ class Registry:
                 if status.role == "replica" and not status.usable
             }
         replicas.exclude(unusable)
-        configured = [alias for alias, weight in replicas.configured().items() if weight]
+        configured = [
+            alias for alias, weight in replicas.configured().items() if weight
+        ]
         none_usable = bool(configured) and set(configured) <= unusable
         if none_usable != self._none_usable:
             self._none_usable = none_usable
             if none_usable:
                 logger.warning(
-                    "multidb: no replica is usable; reads go to '%s'", DEFAULT_DB_ALIAS
+                    "no replica is usable; reads go to '%s'", DEFAULT_DB_ALIAS
                 )
             else:
-                logger.info("multidb: replicas are usable again")
+                logger.info("replicas are usable again")
 
     def report_failure(self, alias: str, reason: str) -> None:
         """Take ``alias`` out of rotation now, and probe it again at once."""
@@ -298,7 +308,6 @@ class Registry:
         _announce(previous, status)
         self._apply()
         _worker.wake()
-
 
     def forget(self) -> None:
         """Drop every status and connection (tests; and after ``fork``)."""
@@ -352,13 +361,13 @@ def _announce(previous: DatabaseStatus | None, status: DatabaseStatus) -> None:
         return
     alias, reason = status.alias, status.reason
     if status.state in (DOWN, PROMOTED):
-        logger.warning("multidb: replica %s is %s: %s", alias, status.state, reason)
+        logger.warning("replica %s is %s: %s", alias, status.state, reason)
         signals.replica_down.send(sender=None, alias=alias, reason=reason)
     elif status.state == LAGGING:
-        logger.warning("multidb: replica %s is lagging: %s", alias, reason)
+        logger.warning("replica %s is lagging: %s", alias, reason)
         signals.replica_lagging.send(sender=None, alias=alias, reason=reason)
     elif before != UNKNOWN:
-        logger.info("multidb: replica %s is back in rotation", alias)
+        logger.info("replica %s is back in rotation", alias)
         signals.replica_up.send(sender=None, alias=alias, reason=f"was {before}")
 
 
@@ -390,7 +399,7 @@ class _Worker:
             try:
                 registry.probe()
             except Exception:  # noqa: BLE001 - keep probing whatever happens
-                logger.exception("multidb: a health probe failed")
+                logger.exception("a health probe failed")
             self._wake.wait(interval)
             self._wake.clear()
 

@@ -1,6 +1,6 @@
 """``health``: a JSON view of the databases, for load balancers and probes.
 
-    path("health/db/", multidb.views.health)
+path("health/db/", multidb.views.health)
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def report() -> tuple[bool, dict[str, Any]]:
         (status.last_checked for status in statuses),
         key=lambda checked: checked or datetime.min.replace(tzinfo=timezone.utc),
     )
-    freshness = timedelta(seconds=max(2 * (interval or 0), 2 * conf.HEALTH_CHECK_TIMEOUT))
+    freshness = timedelta(
+        seconds=max(2 * (interval or 0), 2 * conf.HEALTH_CHECK_TIMEOUT)
+    )
     if oldest is None or datetime.now(timezone.utc) - oldest > freshness:
         statuses = health_module.registry.probe(apply=interval is not None)
     primary, replicas = statuses[0], statuses[1:]

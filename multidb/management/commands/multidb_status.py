@@ -43,7 +43,15 @@ class Command(BaseCommand):
 
 
 def table(statuses: list[health.DatabaseStatus]) -> str:
-    header = ("ALIAS", "ROLE", "STATE", "LAG BYTES", "LAG SECONDS", "POSITION", "REASON")
+    header = (
+        "ALIAS",
+        "ROLE",
+        "STATE",
+        "LAG BYTES",
+        "LAG SECONDS",
+        "POSITION",
+        "REASON",
+    )
     rows = [header] + [
         (
             s.alias,
@@ -58,6 +66,8 @@ def table(statuses: list[health.DatabaseStatus]) -> str:
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
         for row in rows
     )
