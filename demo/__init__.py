@@ -1,0 +1,1 @@
+"""The django-replica-router demo site; run it with ``python -m demo``."""
