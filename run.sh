@@ -12,19 +12,28 @@ usage() {
 Usage: ./run.sh COMMAND [ARGS...]
 
 Commands:
-  test [PYTEST ARGS...]  Run the test suite with coverage.  With no arguments
-                         the whole suite runs and 100% coverage is enforced;
-                         with arguments coverage is only reported.
-                         PostgreSQL tests run by default and need PostgreSQL
-                         server binaries (found or installed automatically;
-                         override with PGBIN=/path/to/bin).  Skip them with
-                         -m "not postgres".
+  test [PYTEST ARGS...]  Run the test suite with coverage, in two pytest
+                         sessions combined into one coverage report: the
+                         SQLite unit tests (tests.settings), then the
+                         PostgreSQL tests in tests/postgres
+                         (tests.postgres.settings; a primary and two streaming
+                         replicas are started for the session).  With no
+                         arguments 100% coverage is enforced; with arguments
+                         coverage is only reported.  Options go to both
+                         sessions; paths go to the session they belong to.
+                         The PostgreSQL tests need server binaries (found or
+                         installed automatically; override with
+                         PGBIN=/path/to/bin).  Skip them with -m "not postgres".
   check                  ruff check, ruff format --check, mypy, django-admin
                          check, and a wheel-contents sanity check.
   shell                  django-admin shell with tests.settings.
   tox [TOX ARGS...]      Run the tox matrix (Python x Django), e.g.
                          ./run.sh tox -e py312-django61
-  demo                   (not implemented yet)
+  demo [--serve [--port N]]
+                         A real PostgreSQL primary and replica (1 s behind)
+                         behind a demo site: a scripted, self-checking
+                         scenario of reads after writes; with --serve, the
+                         site at http://127.0.0.1:8000/ until Ctrl-C.
   bench [--quick]        The routing hot path against django-multidb-router
                          0.11, loaded side by side (benchmarks/).
   help                   Show this text.
@@ -170,15 +179,90 @@ ensure_tox_interpreters() {
 
 # ---------------------------------------------------------------- commands
 
+# Options that take the next argument as their value, so that value is not
+# mistaken for a test path.
+PYTEST_VALUE_OPTS=" --ignore --ignore-glob --deselect --rootdir -c --confcutdir
+ --basetemp --junit-xml --junitxml --cov-config --log-file -p -k -m -o --ds "
+
 cmd_test() {
     ensure_venv
-    opts_out_of_postgres "$@" || ensure_postgres
-    local cov=(--cov --cov-report=term-missing)
+    local pgdir=$PWD/tests/postgres
+    local opts=() unit_paths=() pg_paths=() a prev="" real any_path=0 user_args=$#
+    # Split the arguments: options go to both sessions, a path (or node id)
+    # to the session whose directory holds it.
+    for a in "$@"; do
+        if [[ $a != -* && $PYTEST_VALUE_OPTS != *" $prev "* && -e ${a%%::*} ]]; then
+            any_path=1
+            real=$(realpath -m -- "${a%%::*}")
+            if [[ $real == "$pgdir" || $real == "$pgdir"/* ]]; then
+                pg_paths+=("$a")
+            elif [[ $pgdir == "$real"/* ]]; then
+                unit_paths+=("$a")
+                pg_paths+=(tests/postgres)
+            else
+                unit_paths+=("$a")
+            fi
+        else
+            opts+=("$a")
+        fi
+        prev=$a
+    done
+    if ((!any_path)); then
+        unit_paths=(tests)
+        pg_paths=(tests/postgres)
+    fi
+    if opts_out_of_postgres "$@"; then
+        pg_paths=()
+    fi
+    if ((${#pg_paths[@]})); then
+        ensure_postgres
+    fi
+
+    local py=$VENV/bin/python failed=() ran=0 rc
+    # Each session appends to one coverage data file; `coverage report` then
+    # checks the combined result.
+    "$py" -m coverage erase
+    local cov=(--cov --cov-append --cov-report= --cov-fail-under=0)
+    # pytest exit 5 (no tests collected) is fine for a session the arguments
+    # filtered out, but not in the full run.
+    run_session() {
+        local name=$1
+        shift
+        printf '\n=== %s: pytest %s\n' "$name" "$*" >&2
+        rc=0
+        "$py" -m pytest "${cov[@]}" "$@" || rc=$?
+        if ((rc == 0)); then
+            ran=1
+        elif ((rc == 5 && user_args)); then
+            log "$name: no tests selected"
+        else
+            failed+=("$name session (pytest exit $rc)")
+        fi
+    }
+    if ((${#unit_paths[@]})); then
+        run_session "SQLite unit tests" "${opts[@]}" --ignore=tests/postgres "${unit_paths[@]}"
+    fi
+    if ((${#pg_paths[@]})); then
+        run_session "PostgreSQL tests" --ds=tests.postgres.settings "${opts[@]}" "${pg_paths[@]}"
+    fi
+    if ((!ran && ${#failed[@]} == 0)); then
+        failed+=("no tests ran")
+    fi
+
     # Coverage is only complete (and so only enforced) for the whole suite.
-    (($#)) && cov+=(--cov-fail-under=0)
-    local rc=0
-    "$VENV/bin/python" -m pytest "${cov[@]}" "$@" || rc=$?
-    exit "$rc"
+    local report=(report)
+    (($#)) && report+=(--fail-under=0)
+    printf '\n=== coverage (both sessions)\n' >&2
+    if [[ -f .coverage ]]; then
+        rc=0
+        "$py" -m coverage "${report[@]}" || rc=$?
+        ((rc == 0)) || failed+=("coverage report (exit $rc)")
+    fi
+    if ((${#failed[@]})); then
+        log "test FAILED:"
+        printf '  %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
 }
 
 # Verify the wheel ships every module under multidb/ plus py.typed, since
@@ -236,9 +320,9 @@ cmd_tox() {
 }
 
 cmd_demo() {
+    ensure_venv
     ensure_postgres
-    log "demo: not implemented yet"
-    exit 2
+    exec "$VENV/bin/python" -m demo "$@"
 }
 
 cmd_bench() {

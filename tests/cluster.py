@@ -1,0 +1,670 @@
+"""A throw-away PostgreSQL primary with streaming replicas, for tests, the
+demo and the benchmarks.
+
+Self-contained (no pytest, no Django import)::
+
+    with Cluster(replicas=2) as c:
+        c.primary.query("SELECT 1")
+        c.pause_replay(c.replicas[0])
+        ...
+
+``python -m tests.cluster`` starts one, prints its DSNs and how long that
+took, and stops it.
+
+Server commands (``initdb``, ``pg_ctl``, ``pg_basebackup``) refuse to run as
+root, so as root they run as the ``postgres`` OS user (created if missing);
+clients connect over TCP on 127.0.0.1 with trust authentication.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["Cluster", "Node", "find_pg_bin", "free_ports", "temp_root"]
+
+T = TypeVar("T")
+
+#: Seconds a client waits for a connection (libpq's minimum is 2).
+CONNECT_TIMEOUT = 2
+#: Seconds ``pg_ctl -w`` may take to start a server.
+START_TIMEOUT = 30
+#: Poll interval of the waits, in seconds.
+POLL = 0.01
+#: Unix socket paths must stay below 107 bytes; leave room for the name.
+_MAX_SOCKET_DIR = 80
+_REMEDY = (
+    "run ./run.sh test, which installs PostgreSQL, or set PGBIN to the "
+    "directory holding initdb"
+)
+
+
+# --------------------------------------------------------------- binaries
+
+
+def _version_key(path: str) -> list[int]:
+    version = Path(path).parent.name
+    return [int(p) for p in re.findall(r"\d+", version)] or [-1]
+
+
+def find_pg_bin() -> Path:
+    """The PostgreSQL server bin directory (the one holding ``initdb``).
+
+    In order: ``$PGBIN``; the newest ``/usr/lib/postgresql/*/bin``;
+    ``pg_config --bindir``; ``initdb`` on ``PATH``.
+    """
+    env = os.environ.get("PGBIN")
+    if env:
+        if (Path(env) / "initdb").is_file():
+            return Path(env)
+        raise RuntimeError(f"PGBIN={env} has no initdb; {_REMEDY}")
+    for d in sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
+    ):
+        if (Path(d) / "initdb").is_file():
+            return Path(d)
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out and (Path(out) / "initdb").is_file():
+            return Path(out)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).resolve().parent
+    raise RuntimeError(
+        f"PostgreSQL server binaries (initdb, pg_ctl) not found; {_REMEDY}"
+    )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def temp_root() -> str:
+    """``/dev/shm`` when it has at least 1 GiB free, else ``/tmp``."""
+    try:
+        if shutil.disk_usage("/dev/shm").free >= 1 << 30 and os.access(
+            "/dev/shm", os.W_OK
+        ):
+            return "/dev/shm"
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (bind port 0, then release)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait(what: str, check: Callable[[], T | None], timeout: float) -> T:
+    """Poll ``check`` until it returns a true value; ``TimeoutError`` after
+    ``timeout`` seconds, naming ``what`` and the last error seen."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except psycopg.Error as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(POLL)
+
+
+def _parallel(fn: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid``, from ``/proc/*/stat``."""
+    kids = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as f:
+                data = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may contain spaces and parentheses.
+        fields = data[data.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            kids.append(int(stat.split("/")[2]))
+    return kids
+
+
+class _PgUser:
+    """Runs server commands as the ``postgres`` OS user when we are root."""
+
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.uid = self.gid = -1
+        if self.root:
+            try:
+                pw = pwd.getpwnam("postgres")
+            except KeyError:
+                subprocess.run(
+                    ["useradd", "--system", "--no-create-home", "postgres"],
+                    check=True,
+                    capture_output=True,
+                )
+                pw = pwd.getpwnam("postgres")
+            self.uid, self.gid = pw.pw_uid, pw.pw_gid
+
+    def chown(self, path: str | Path) -> None:
+        if self.root:
+            os.chown(path, self.uid, self.gid)
+
+    def run(self, args: Sequence[object], timeout: float = 60) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C")
+        kwargs: dict[str, Any] = {}
+        if self.root:
+            kwargs = {"user": self.uid, "group": self.gid, "extra_groups": []}
+            env["HOME"] = "/"
+        proc = subprocess.run(
+            [str(a) for a in args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            timeout=timeout,
+            **kwargs,
+        )
+        if proc.returncode:
+            raise RuntimeError(
+                f"{' '.join(map(str, args))} failed (exit {proc.returncode}):\n"
+                f"{proc.stdout}{proc.stderr}"
+            )
+        return str(proc.stdout)
+
+
+_templates: dict[str, Path] = {}
+
+
+def _template(user: _PgUser, bindir: Path) -> Path:
+    """An initdb'd data directory, made once per process and bin dir."""
+    key = str(bindir)
+    if key not in _templates:
+        root = Path(tempfile.mkdtemp(prefix="mdb-tpl-", dir=temp_root()))
+        atexit.register(shutil.rmtree, root, True)
+        user.chown(root)
+        data = root / "data"
+        user.run(
+            [bindir / "initdb", "-D", data, "--auth=trust", "-E", "UTF8", "--locale=C",
+             "--no-sync", "--wal-segsize=1", "-U", "postgres"]
+        )  # fmt: skip
+        _templates[key] = data
+    return _templates[key]
+
+
+# -------------------------------------------------------------------- nodes
+
+
+class Node:
+    """One PostgreSQL server of a :class:`Cluster`."""
+
+    def __init__(self, cluster: Cluster, name: str, role: str, port: int):
+        self.cluster = cluster
+        self.name = name
+        #: ``"primary"`` or ``"replica"`` (a promoted replica becomes ``"primary"``).
+        self.role = role
+        self.port = port
+        self.running = False
+        self.paused = False
+        self.frozen = False
+        self.apply_delay_ms = 0
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Node {self.name} {self.role} :{self.port} {state}>"
+
+    @property
+    def data_dir(self) -> Path:
+        if self.cluster.base_dir is None:
+            raise RuntimeError("the cluster has no directory yet: call start() first")
+        return self.cluster.base_dir / self.name
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / f"{self.name}.log"
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return (
+            f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname} "
+            f"connect_timeout={CONNECT_TIMEOUT}"
+        )
+
+    def django_settings(
+        self, test_mirror: str | None = None, name: str = "postgres"
+    ) -> dict[str, Any]:
+        """A ``DATABASES`` entry for this node."""
+        entry: dict[str, Any] = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": "127.0.0.1",
+            "PORT": str(self.port),
+            "USER": "postgres",
+            "PASSWORD": "",
+            "NAME": name,
+            "OPTIONS": {"connect_timeout": CONNECT_TIMEOUT},
+        }
+        if test_mirror is not None:
+            entry["TEST"] = {"MIRROR": test_mirror}
+        return entry
+
+    def query(
+        self, sql: str, params: Sequence[Any] | None = None, dbname: str = "postgres"
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement on a short autocommit connection; its rows."""
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname=dbname,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+        ) as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def scalar(
+        self, sql: str, params: Sequence[Any] | None = None, dbname: str = "postgres"
+    ) -> Any:
+        """The first column of the first row of ``query``."""
+        return self.query(sql, params, dbname)[0][0]
+
+    def pids(self) -> list[int]:
+        """The postmaster's PID and its children's."""
+        try:
+            postmaster = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return []
+        return [postmaster, *_children(postmaster)]
+
+
+# ------------------------------------------------------------------ cluster
+
+
+class Cluster:
+    """A primary and ``replicas`` streaming replicas on free local ports."""
+
+    def __init__(
+        self,
+        replicas: int = 2,
+        base_dir: str | Path | None = None,
+        ports: Sequence[int] | None = None,
+    ) -> None:
+        if ports is not None and len(ports) != replicas + 1:
+            raise ValueError(
+                f"need {replicas + 1} ports (primary first), got {list(ports)}"
+            )
+        ports = list(ports) if ports is not None else free_ports(replicas + 1)
+        #: The cluster's directory: made by ``start()``, deleted by ``stop()``
+        #: (a temporary one when not given).
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self._own_base_dir = base_dir is None
+        self.bindir: Path | None = None
+        # The nodes exist (with their ports) before start(), so that settings
+        # can be written from them; their servers do not.
+        self.primary = Node(self, "primary", "primary", ports[0])
+        self.replicas = [
+            Node(self, f"replica{i}", "replica", ports[i])
+            for i in range(1, replicas + 1)
+        ]
+        self.started = False
+        self.startup_seconds = 0.0
+        self._user: _PgUser | None = None
+        self._socket_dir: Path | None = None
+
+    # --- lifecycle -----------------------------------------------------
+
+    @property
+    def nodes(self) -> list[Node]:
+        return [self.primary, *self.replicas]
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Cluster:
+        """Start the primary, base-back-up and start the replicas, and wait
+        until they all stream.  On failure everything started is stopped."""
+        if self.started:
+            raise RuntimeError("cluster already started")
+        t0 = time.monotonic()
+        self.bindir = find_pg_bin()
+        self._user = user = _PgUser()
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="mdb-", dir=temp_root()))
+        else:
+            self.base_dir.mkdir(parents=True, exist_ok=True)
+            if any(self.base_dir.iterdir()):
+                raise RuntimeError(f"base_dir {self.base_dir} is not empty")
+        atexit.register(self.stop)
+        self.started = True
+        try:
+            user.chown(self.base_dir)
+            self._socket_dir = self.base_dir
+            if len(str(self.base_dir)) > _MAX_SOCKET_DIR:
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="mdbs-", dir="/tmp"))
+                user.chown(self._socket_dir)
+            for node in self.nodes:
+                node.role = "replica" if node in self.replicas else "primary"
+                node.paused = node.frozen = False
+                node.apply_delay_ms = 0
+            self._init_primary()
+            self._pg_ctl_start(self.primary)
+            _parallel(self._make_replica, self.replicas)
+            self._wait_streaming(self.replicas)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Stop every server immediately (in parallel) and delete the files."""
+        atexit.unregister(self.stop)
+        if not self.started:
+            return
+        for node in self.nodes:
+            if node.frozen:
+                self.thaw(node)
+        _parallel(self._pg_ctl_stop, [n for n in self.nodes if n.data_dir.exists()])
+        for d in (self.base_dir, self._socket_dir):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
+        if self._own_base_dir:
+            self.base_dir = None
+        self._socket_dir = None
+        self.started = False
+
+    # --- recipe steps --------------------------------------------------
+
+    def _conf(self, node: Node, extra: Iterable[str] = ()) -> None:
+        lines = [
+            "",
+            "# --- multidb test cluster",
+            "listen_addresses = '127.0.0.1'",
+            f"port = {node.port}",
+            f"unix_socket_directories = '{self._socket_dir}'",
+            f"cluster_name = '{node.name}'",
+            *extra,
+        ]
+        with open(node.data_dir / "postgresql.conf", "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def _init_primary(self) -> None:
+        assert self._user and self.bindir
+        template = _template(self._user, self.bindir)
+        # cp -a keeps the owner (postgres) and the 0700 mode.
+        subprocess.run(
+            ["cp", "-a", str(template), str(self.primary.data_dir)], check=True
+        )
+        self._conf(
+            self.primary,
+            [
+                "fsync = off",
+                "full_page_writes = off",
+                "wal_level = replica",
+                "max_wal_senders = 10",
+                "wal_keep_size = '64MB'",
+                "hot_standby = on",
+                "hot_standby_feedback = on",
+                "wal_receiver_status_interval = 1s",
+                "wal_retrieve_retry_interval = 200ms",
+                # Segments in the data dir, which stop() deletes, rather than
+                # in /dev/shm, where an immediate stop can leave them behind.
+                "dynamic_shared_memory_type = mmap",
+            ],
+        )
+
+    def _make_replica(self, node: Node) -> None:
+        assert self._user and self.bindir
+        self._user.run(
+            [self.bindir / "pg_basebackup", "-h", "127.0.0.1", "-p", self.primary.port,
+             "-U", "postgres", "-D", node.data_dir, "-R", "-c", "fast", "-X", "stream"]
+        )  # fmt: skip
+        self._conf(node)  # its own port, socket dir and name
+        self._pg_ctl_start(node)
+
+    def _pg_ctl_start(self, node: Node) -> None:
+        assert self._user and self.bindir
+        try:
+            self._user.run(
+                [self.bindir / "pg_ctl", "-D", node.data_dir, "-l", node.log_file,
+                 "-w", "-t", START_TIMEOUT, "start"],
+                timeout=START_TIMEOUT + 10,
+            )  # fmt: skip
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"{exc}\n--- {node.log_file}:\n{self._log_tail(node)}"
+            ) from None
+        node.running = True
+
+    def _pg_ctl_stop(self, node: Node) -> None:
+        assert self._user and self.bindir
+        if not (node.data_dir / "postmaster.pid").exists():
+            node.running = False
+            return
+        # A failure means it was not running after all (a stale postmaster.pid).
+        with contextlib.suppress(RuntimeError):
+            self._user.run(
+                [self.bindir / "pg_ctl", "-D", node.data_dir, "-m", "immediate", "-w",
+                 "-t", START_TIMEOUT, "stop"],
+                timeout=START_TIMEOUT + 10,
+            )  # fmt: skip
+        node.running = False
+
+    @staticmethod
+    def _log_tail(node: Node, lines: int = 20) -> str:
+        try:
+            return "\n".join(node.log_file.read_text().splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _wait_streaming(self, nodes: Sequence[Node], timeout: float = 15) -> None:
+        primary = self.primary
+        names = {n.name for n in nodes}
+        if not names:
+            return
+
+        def streaming() -> bool:
+            rows = primary.query(
+                "SELECT application_name FROM pg_stat_replication"
+                " WHERE state = 'streaming'"
+            )
+            return names <= {r[0] for r in rows}
+
+        _wait(f"{sorted(names)} streaming from the primary", streaming, timeout)
+
+    # --- faults and lag ------------------------------------------------
+
+    def _replica(self, node: Node) -> Node:
+        if node not in self.replicas:
+            raise ValueError(f"{node!r} is not a replica of this cluster")
+        return node
+
+    def stop_node(self, node: Node) -> None:
+        """Stop one server (``pg_ctl stop -m immediate``)."""
+        if node.frozen:
+            self.thaw(node)
+        self._pg_ctl_stop(node)
+
+    def start_node(self, node: Node, timeout: float = 15) -> None:
+        """Start a stopped server again; a replica is waited for until it streams."""
+        self._pg_ctl_start(node)
+        # A restarted replica replays again (pausing does not survive a restart).
+        node.paused = False
+        if node.role == "replica":
+            self._wait_streaming([node], timeout)
+
+    def pause_replay(self, node: Node) -> None:
+        """Stop applying WAL on a replica: new rows stay invisible there."""
+        replica = self._replica(node)
+        replica.query("SELECT pg_wal_replay_pause()")
+        node.paused = True
+        _wait(
+            f"replay on {node.name} to pause",
+            lambda: (
+                replica.scalar("SELECT pg_get_wal_replay_pause_state()") == "paused"
+            ),
+            5,
+        )
+
+    def resume_replay(self, node: Node) -> None:
+        self._replica(node).query("SELECT pg_wal_replay_resume()")
+        node.paused = False
+
+    def set_apply_delay(self, node: Node, ms: int) -> None:
+        """Apply WAL ``ms`` milliseconds late on a replica; 0 clears the delay."""
+        replica = self._replica(node)
+        if ms:
+            replica.query(f"ALTER SYSTEM SET recovery_min_apply_delay = '{int(ms)}ms'")
+        else:
+            replica.query("ALTER SYSTEM RESET recovery_min_apply_delay")
+        replica.query("SELECT pg_reload_conf()")
+        want = str(int(ms))
+        _wait(
+            f"recovery_min_apply_delay = {want}ms on {node.name}",
+            lambda: (
+                replica.scalar(
+                    "SELECT setting FROM pg_settings"
+                    " WHERE name = 'recovery_min_apply_delay'"
+                )
+                == want
+            ),
+            5,
+        )
+        node.apply_delay_ms = int(ms)
+
+    def promote(self, node: Node, timeout: float = 15) -> None:
+        """Promote a replica; it is a primary once ``pg_is_in_recovery()`` is false."""
+        replica = self._replica(node)
+        replica.query("SELECT pg_promote(true, %s)", [int(timeout)])
+        _wait(
+            f"{node.name} to leave recovery after pg_promote()",
+            lambda: replica.scalar("SELECT NOT pg_is_in_recovery()"),
+            timeout,
+        )
+        node.role = "primary"
+        node.paused = False
+
+    def freeze(self, node: Node) -> None:
+        """SIGSTOP the server's postmaster and children: connections then hang
+        until ``connect_timeout``."""
+        pids = node.pids()
+        if not pids:
+            raise RuntimeError(f"{node!r} has no postmaster to freeze")
+        # The postmaster first, so that it forks no child we would miss.
+        os.kill(pids[0], signal.SIGSTOP)
+        node.frozen = True
+        for pid in _children(pids[0]):
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, node: Node) -> None:
+        for pid in reversed(node.pids()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        node.frozen = False
+
+    # --- positions -----------------------------------------------------
+
+    def current_lsn(self) -> str:
+        """The primary's ``pg_current_wal_lsn()``, e.g. ``'0/3000148'``."""
+        return str(self.primary.scalar("SELECT pg_current_wal_lsn()::text"))
+
+    def wait_caught_up(self, timeout: float = 10, skip_paused: bool = False) -> None:
+        """Wait until each replica has replayed the primary's current LSN
+        (``timeout`` bounds the whole wait).
+
+        With ``skip_paused``, replicas that are stopped, frozen, paused or
+        delayed are left out; otherwise waiting for them times out.
+        """
+        deadline = time.monotonic() + timeout
+        lsn = self.current_lsn()
+        for node in self.replicas:
+            if node.role != "replica":
+                continue
+            if skip_paused and (
+                not node.running or node.frozen or node.paused or node.apply_delay_ms
+            ):
+                continue
+            _wait(
+                f"{node.name} to replay the primary's LSN {lsn}",
+                partial(
+                    node.scalar,
+                    "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)",
+                    [lsn],
+                ),
+                max(0.0, deadline - time.monotonic()),
+            )
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    replicas = int(argv[0]) if argv else 2
+    t0 = time.monotonic()
+    with Cluster(replicas=replicas) as c:
+        started = time.monotonic() - t0
+        print(f"PostgreSQL from {c.bindir}, in {c.base_dir}")
+        for node in c.nodes:
+            print(f"  {node.name:10} {node.dsn()}")
+        print(f"started in {started:.2f}s")
+        # A second cluster in the same process reuses the initdb template.
+        t1 = time.monotonic()
+        with Cluster(replicas=replicas):
+            again = time.monotonic() - t1
+        print(f"a second cluster started in {again:.2f}s (cached initdb template)")
+        t2 = time.monotonic()
+    print(
+        f"stopped in {time.monotonic() - t2:.2f}s; total {time.monotonic() - t0:.2f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+"""Settings for the real-replication tests: a PostgreSQL primary and two
+streaming replicas, started by the ``pg_cluster`` fixture on the ports and
+in the directory chosen here at import time.
+
+``MULTIDB_TEST_PG_PORTS="5441,5442,5443"`` (primary first) fixes the ports;
+``MULTIDB_TEST_PG_DIR`` the directory the cluster is made in (it must not
+exist yet, or be empty).
+"""
+
+import os
+import secrets
+
+import django
+
+from tests.cluster import Cluster, free_ports, temp_root
+from tests.settings import *  # noqa: F403
+
+PG_REPLICAS = 2
+
+
+def _ports() -> list[int]:
+    env = os.environ.get("MULTIDB_TEST_PG_PORTS", "").strip()
+    if not env:
+        return free_ports(PG_REPLICAS + 1)
+    ports = [int(p) for p in env.replace(",", " ").split()]
+    if len(ports) != PG_REPLICAS + 1:
+        raise ValueError(
+            f"MULTIDB_TEST_PG_PORTS needs {PG_REPLICAS + 1} ports (primary first), "
+            f"got {env!r}"
+        )
+    return ports
+
+
+#: The primary's port first, then replica1's and replica2's.
+PG_PORTS: list[int] = _ports()
+#: Where the cluster lives; made by the fixture, deleted at the end.
+PG_BASE_DIR: str = os.environ.get("MULTIDB_TEST_PG_DIR") or os.path.join(
+    temp_root(), f"multidb-test-{os.getpid()}-{secrets.token_hex(3)}"
+)
+
+# Only describes the servers; the ``pg_cluster`` fixture starts a cluster
+# with the same ports and directory.
+_primary, _replica1, _replica2 = Cluster(PG_REPLICAS, PG_BASE_DIR, PG_PORTS).nodes
+DATABASES = {
+    "default": _primary.django_settings(),
+    "replica1": _replica1.django_settings(test_mirror="default"),
+    "replica2": _replica2.django_settings(test_mirror="default"),
+}
+# replica2 reads through Django's connection pool (Django 5.1+), replica1
+# without one, so every test runs both paths.
+POOLED_REPLICA = "replica2" if django.VERSION >= (5, 1) else None
+if POOLED_REPLICA:
+    DATABASES[POOLED_REPLICA]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4}
+
+REPLICA_DATABASES = ["replica1", "replica2"]
+DATABASE_ROUTERS = ["tests.app.routers.RecordingPinningRouter"]
+ROOT_URLCONF = "tests.postgres.urls"
