@@ -98,7 +98,12 @@ def fetch(
     an event loop in another thread, as ``async_to_sync`` does it)."""
     client = client_class(**kwargs)
     if client_class is AsyncClient:
-        return async_to_sync(getattr(client, method))(path)
+
+        async def request() -> HttpResponse:
+            # Django 4.2's AsyncClient methods are not coroutine functions.
+            return await getattr(client, method)(path)  # type: ignore[no-any-return]
+
+        return async_to_sync(request)()
     return getattr(client, method)(path)
 
 
