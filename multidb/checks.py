@@ -36,6 +36,7 @@ def check_settings(
     return [
         *check_replica_databases(),
         *check_pinning_settings(),
+        *check_health_settings(),
         *check_router_and_middleware(),
     ]
 
@@ -131,6 +132,45 @@ def check_pinning_settings() -> list[CheckMessage]:
         Error(problem, hint="See the settings table in README.rst.", id="multidb.E003")
         for problem in problems
     ]
+
+
+def _number(value: Any, *, allow_none: bool, integer: bool, positive: bool) -> bool:
+    if value is None:
+        return allow_none
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        return False
+    return value > 0 if positive else value >= 0
+
+
+#: name: (default, allow None, whole number, must be > 0)
+_HEALTH_SETTINGS = {
+    "MULTIDB_HEALTH_CHECK_INTERVAL": (1.0, True, False, True),
+    "MULTIDB_HEALTH_CHECK_TIMEOUT": (1.0, False, False, True),
+    "MULTIDB_REPLICA_MAX_LAG": (30, True, False, False),
+    "MULTIDB_REPLICA_MAX_LAG_BYTES": (None, True, True, False),
+    "MULTIDB_HEALTH_MIN_REPLICAS": (1, False, True, False),
+}
+
+
+def check_health_settings() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    for name, (default, allow_none, integer, positive) in _HEALTH_SETTINGS.items():
+        value = getattr(settings, name, default)
+        if not _number(
+            value, allow_none=allow_none, integer=integer, positive=positive
+        ):
+            kind = "a whole number" if integer else "a number"
+            bound = "> 0" if positive else ">= 0"
+            none = " or None" if allow_none else ""
+            messages.append(
+                Error(
+                    f"{name} must be {kind} {bound}{none}, not {value!r}.",
+                    hint="See the settings table in README.rst.",
+                    id="multidb.E003",
+                )
+            )
+    return messages
 
 
 def _classes(entries: Iterable[Any]) -> list[type | None]:

@@ -16,6 +16,7 @@ from multidb import (
     ReplicaRouter,
 )
 from multidb.checks import (
+    check_health_settings,
     check_pinning_settings,
     check_replica_databases,
     check_router_and_middleware,
@@ -351,3 +352,40 @@ def test_a_middleware_that_fails_to_import_does_not_crash_the_checks(
         MIDDLEWARE=[MIDDLEWARE, "needs_missing_app.Middleware"],
     ):
         assert check_router_and_middleware() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", 0),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", "1"),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", None),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", -1.0),
+        ("MULTIDB_REPLICA_MAX_LAG", -5),
+        ("MULTIDB_REPLICA_MAX_LAG", True),
+        ("MULTIDB_REPLICA_MAX_LAG_BYTES", 1.5),
+        ("MULTIDB_HEALTH_MIN_REPLICAS", None),
+    ],
+)
+def test_e003_for_a_bad_health_setting(name, value):
+    with override_settings(**{name: value}):
+        messages = check_health_settings()
+    assert ids(messages) == ["multidb.E003"]
+    assert name in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", None),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", 0.25),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", 2),
+        ("MULTIDB_REPLICA_MAX_LAG", None),
+        ("MULTIDB_REPLICA_MAX_LAG", 0),
+        ("MULTIDB_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024),
+        ("MULTIDB_HEALTH_MIN_REPLICAS", 0),
+    ],
+)
+def test_valid_health_settings_pass(name, value):
+    with override_settings(**{name: value}):
+        assert check_health_settings() == []
