@@ -25,6 +25,7 @@ from .routers import (
     PinningReplicaRouter,
     ReplicaRouter,
 )
+from .tokens import awrite_token, read_after, write_token
 
 VERSION = (1, 0, 0, "a1")
 __version__ = "1.0.0a1"
@@ -39,11 +40,14 @@ __all__ = [
     "ReplicaRouter",
     "db_write",
     "get_replica",
+    "awrite_token",
     "get_slave",
+    "read_after",
     "replica_status",
     "this_thread_is_pinned",
     "use_primary_db",
     "use_replica",
+    "write_token",
 ]
 
 

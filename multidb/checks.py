@@ -128,6 +128,19 @@ def check_pinning_settings() -> list[CheckMessage]:
             "MULTIDB_PINNING_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None', "
             f"or None, not {samesite!r}."
         )
+    mode = getattr(settings, "MULTIDB_PINNING_MODE", "auto")
+    if mode not in ("auto", "time"):
+        problems.append(f"MULTIDB_PINNING_MODE must be 'auto' or 'time', not {mode!r}.")
+    unsafe = getattr(settings, "MULTIDB_PIN_UNSAFE_METHODS", True)
+    if not isinstance(unsafe, bool):
+        problems.append(
+            f"MULTIDB_PIN_UNSAFE_METHODS must be True or False, not {unsafe!r}."
+        )
+    header = getattr(settings, "MULTIDB_PINNING_HEADER", None)
+    if header is not None and (not isinstance(header, str) or not header):
+        problems.append(
+            f"MULTIDB_PINNING_HEADER must be a header name or None, not {header!r}."
+        )
     return [
         Error(problem, hint="See the settings table in README.rst.", id="multidb.E003")
         for problem in problems

@@ -60,6 +60,21 @@ class Settings:
         return getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
 
     @property
+    def PINNING_MODE(self) -> str:  # noqa: N802
+        """``"auto"``: pin by position where the primary has positions, else by
+        time; ``"time"``: always by time, exactly as django-multidb-router."""
+        return getattr(settings, "MULTIDB_PINNING_MODE", "auto")
+
+    @property
+    def PIN_UNSAFE_METHODS(self) -> bool:  # noqa: N802
+        return getattr(settings, "MULTIDB_PIN_UNSAFE_METHODS", True)
+
+    @property
+    def PINNING_HEADER(self) -> str | None:  # noqa: N802
+        """A request header that may carry the token, e.g. ``"X-Multidb-Token"``."""
+        return getattr(settings, "MULTIDB_PINNING_HEADER", None)
+
+    @property
     def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
         """Seconds between background probes; ``None`` turns health checks off."""
         return getattr(settings, "MULTIDB_HEALTH_CHECK_INTERVAL", 1.0)

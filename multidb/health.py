@@ -31,7 +31,7 @@ from django.dispatch import receiver
 from . import replicas, signals
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import current_request
-from .positions import ReplicaState, adapter, format_lsn
+from .positions import ReplicaState, adapter, format_lsn, parse_lsn
 
 logger = logging.getLogger("multidb")
 
@@ -195,24 +195,41 @@ class Registry:
     ) -> None:
         result: Any
         try:
-            connection = self._connections.get(alias)
-            if connection is None:
-                connection = self._connections[alias] = _Connection(alias, timeout)
-            method = (
-                connection.adapter.primary_position
-                if role == "primary"
-                else connection.adapter.replica_state
-            )
-            result = connection.run(method)
+            result = self._query(alias, role, timeout)
         except Exception as exc:  # noqa: BLE001 - any failure means "down"
             result = exc
-            stale = self._connections.pop(alias, None)
-            if stale is not None:
-                stale.close()
         finally:
             with self._lock:
                 self._in_flight.discard(alias)
         results.setdefault(alias, result)
+
+    def _query(self, alias: str, role: str, timeout: float) -> Any:
+        """Run the probe query on ``alias``'s probe connection.
+
+        A connection kept from an earlier round that fails is replaced at
+        once: it may only have outlived a restart of a server that is back.
+        """
+
+        def attempt(connection: _Connection) -> Any:
+            try:
+                return connection.run(
+                    connection.adapter.primary_position
+                    if role == "primary"
+                    else connection.adapter.replica_state
+                )
+            except Exception:
+                self._connections.pop(alias, None)
+                connection.close()
+                raise
+
+        kept = self._connections.get(alias)
+        if kept is not None:
+            try:
+                return attempt(kept)
+            except Exception:  # noqa: BLE001 - retried on a new connection
+                logger.debug("probe connection to %s failed; reconnecting", alias)
+        connection = self._connections[alias] = _Connection(alias, timeout)
+        return attempt(connection)
 
     def _replica_status(
         self, alias: str, result: Any, now: float, checked: datetime
@@ -309,14 +326,34 @@ class Registry:
         self._apply()
         _worker.wake()
 
+    def replay_positions(self) -> dict[str, int]:
+        """Each replica's last known replay position.
+
+        Positions only grow, so a stale one still proves that a replica has
+        replayed at least that far.
+        """
+        with self._lock:
+            known = list(self._statuses.values())
+        return {
+            status.alias: parse_lsn(status.replay_position)
+            for status in known
+            if status.role == "replica" and status.replay_position is not None
+        }
+
     def forget(self) -> None:
-        """Drop every status and connection (tests; and after ``fork``)."""
+        """Drop every status, and close every probe connection (for tests).
+
+        Not for a forked child, which must leave the parent's connections
+        alone: it gets a new ``Registry`` instead.
+        """
         with self._lock:
             self._statuses.clear()
             self._history.clear()
             self._in_flight.clear()
             self._none_usable = False
-            self._connections = {}
+            stale, self._connections = self._connections, {}
+        for connection in stale.values():
+            connection.close()
 
 
 def _databases() -> list[tuple[str, str]]:

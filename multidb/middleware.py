@@ -1,9 +1,11 @@
 """``PinningRouterMiddleware``: carries "this user just wrote" across requests.
 
 One class serves both WSGI and ASGI, so an async stack makes no thread hops
-for it.  Each request runs in a fresh routing scope that is reset in
-``finally``; a write anywhere in the request pins the rest of it and sets
-the pin cookie on the response.
+for it (but one, for the position query, after a write).  Each request runs
+in a fresh routing scope that is reset in ``finally``; a write anywhere in
+the request pins the rest of it, and the response carries the pin cookie: a
+signed token of the primary's position (see ``multidb.tokens``), or the
+legacy ``y`` where the primary has no positions.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponseBase
 
+from . import tokens
 from .conf import conf
-from .pinning import begin_request, current_request, end_request
+from .pinning import RequestState, begin_request, current_request, end_request
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
 
@@ -42,17 +45,56 @@ def pinning_seconds() -> int:
     return conf.PINNING_SECONDS
 
 
-def _pins(request: HttpRequest) -> bool:
-    # Any value pins, whatever it holds: a cookie we cannot read is treated
-    # as a recent write, never as permission to read a stale replica.
+def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
+    """The request's pin, and the valid token it carries (to pass on)."""
+    value = request.COOKIES.get(conf.PINNING_COOKIE)
+    header = conf.PINNING_HEADER
+    if header:
+        value = request.headers.get(header) or value
+    unsafe = request.method not in READ_ONLY_METHODS
+    if conf.PINNING_MODE == "time":
+        return unsafe or value is not None, None
+    if unsafe and conf.PIN_UNSAFE_METHODS:
+        return True, None
+    if value is None:
+        return False, None
+    pin = tokens.pin_for(value)
+    return pin, value if type(pin) is int else None
+
+
+def _wants_cookie(
+    request: HttpRequest, response: HttpResponseBase, state: RequestState | None
+) -> bool:
+    unsafe = request.method not in READ_ONLY_METHODS
     return (
-        request.method not in READ_ONLY_METHODS
-        or conf.PINNING_COOKIE in request.COOKIES
+        (unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"))
+        or getattr(response, "_db_write", False)
+        or (state is not None and state.wrote)
+    )
+
+
+def _cookie_value() -> str:
+    """A token for the primary's position now; the legacy value without one."""
+    if conf.PINNING_MODE == "auto":
+        position = tokens.primary_position()
+        if position is not None:
+            return tokens.sign(position)
+    return tokens.LEGACY_VALUE
+
+
+def _set_cookie(response: HttpResponseBase, value: str) -> None:
+    response.set_cookie(
+        conf.PINNING_COOKIE,
+        value=value,
+        max_age=conf.PINNING_SECONDS,
+        secure=conf.PINNING_COOKIE_SECURE,
+        httponly=conf.PINNING_COOKIE_HTTPONLY,
+        samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]
     )
 
 
 class PinningRouterMiddleware:
-    """Pin a user agent that just wrote to the primary for a while.
+    """Keep a user agent that just wrote reading what it wrote.
 
     Must come before any middleware that writes to the database (sessions,
     authentication), so that their writes are seen.
@@ -74,7 +116,7 @@ class PinningRouterMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        token = begin_request(_pins(request))
+        token = begin_request(*_incoming(request))
         try:
             response = self.get_response(request)
             return self.process_response(request, response)  # type: ignore[arg-type]
@@ -82,10 +124,14 @@ class PinningRouterMiddleware:
             end_request(token)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        token = begin_request(_pins(request))
+        token = begin_request(*_incoming(request))
         try:
-            response = await self.get_response(request)  # type: ignore[misc]
-            return self.process_response(request, response)
+            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+            if _wants_cookie(request, response, current_request()):
+                # The position query is database work: it runs where the
+                # request's sync code ran, not on the event loop.
+                _set_cookie(response, await sync_to_async(_cookie_value)())
+            return response
         finally:
             end_request(token)
 
@@ -96,7 +142,7 @@ class PinningRouterMiddleware:
         django-multidb-router; ``__call__`` does this and also resets the
         state when the request ends.
         """
-        begin_request(_pins(request))
+        begin_request(*_incoming(request))
 
     def process_response(
         self, request: HttpRequest, response: HttpResponseBase
@@ -105,18 +151,6 @@ class PinningRouterMiddleware:
 
         Even if it was already set, reset its expiration time.
         """
-        state = current_request()
-        if (
-            request.method not in READ_ONLY_METHODS
-            or getattr(response, "_db_write", False)
-            or (state is not None and state.wrote)
-        ):
-            response.set_cookie(
-                conf.PINNING_COOKIE,
-                value="y",
-                max_age=conf.PINNING_SECONDS,
-                secure=conf.PINNING_COOKIE_SECURE,
-                httponly=conf.PINNING_COOKIE_HTTPONLY,
-                samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]
-            )
+        if _wants_cookie(request, response, current_request()):
+            _set_cookie(response, _cookie_value())
         return response

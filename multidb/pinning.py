@@ -43,15 +43,27 @@ F = TypeVar("F", bound=Callable[..., Any])
 class RequestState:
     """What one request has done so far; shared by all the code it runs."""
 
-    __slots__ = ("pinned", "wrote", "sticky")
+    __slots__ = ("pinned", "wrote", "sticky", "checked", "incoming", "outer")
 
-    def __init__(self, pinned: bool = False) -> None:
-        #: Reads go to the primary for the rest of the request.
+    def __init__(
+        self,
+        pinned: bool | int = False,
+        incoming: str | None = None,
+        outer: RequestState | None = None,
+    ) -> None:
+        #: True: reads go to the primary for the rest of the request.  A
+        #: position (int): reads wait for a replica that has replayed it.
         self.pinned = pinned
         #: The request wrote to the primary (so the response sets the cookie).
         self.wrote = False
         #: The replica this request reads from.
         self.sticky = replicas.Sticky()
+        #: A replica was already asked for its position (once per request).
+        self.checked = False
+        #: The valid token the request came with.
+        self.incoming = incoming
+        #: The request this state is nested in (``read_after`` in a request).
+        self.outer = outer
 
 
 class _Fixed:
@@ -157,7 +169,11 @@ def route_read(router: object, model: object, **hints: object) -> str:
         return sticky.pick()
     if scope.replica is not None:
         return scope.replica.pick()
-    return DEFAULT_DB_ALIAS
+    if scope.primary or request.pinned is True:  # type: ignore[union-attr]
+        return DEFAULT_DB_ALIAS
+    from .tokens import read_alias_after
+
+    return read_alias_after(request)  # type: ignore[arg-type]
 
 
 def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
@@ -171,9 +187,10 @@ def route_read_ignoring_pins(router: object, model: object, **hints: object) -> 
 def route_write(router: object, model: object, **hints: object) -> str:
     """``db_for_write``: always the primary; a write pins the rest of the request."""
     request = _scope.get().request
-    if request is not None:
+    while request is not None:
         request.wrote = True
         request.pinned = True
+        request = request.outer
     return DEFAULT_DB_ALIAS
 
 
@@ -190,9 +207,10 @@ def replica_alias() -> str:
 # --- request scope, used by the middleware ---------------------------------
 
 
-def begin_request(pinned: bool) -> Token[Scope]:
+def begin_request(pinned: bool | int, incoming: str | None = None) -> Token[Scope]:
     """Start a fresh scope for one request; pass the token to ``end_request``."""
-    return _scope.set(Scope(request=RequestState(pinned), parent=_scope.get()))
+    state = RequestState(pinned, incoming)
+    return _scope.set(Scope(request=state, parent=_scope.get()))
 
 
 def end_request(token: Token[Scope]) -> None:
@@ -213,7 +231,7 @@ def this_thread_is_pinned() -> bool:
     return scope.primary or (
         scope.replica is None
         and request is not None
-        and request.pinned
+        and request.pinned is True
         and not scope.unpinned
     )
 

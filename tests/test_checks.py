@@ -389,3 +389,28 @@ def test_e003_for_a_bad_health_setting(name, value):
 def test_valid_health_settings_pass(name, value):
     with override_settings(**{name: value}):
         assert check_health_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_PINNING_MODE", "lsn"),
+        ("MULTIDB_PIN_UNSAFE_METHODS", "yes"),
+        ("MULTIDB_PINNING_HEADER", ""),
+        ("MULTIDB_PINNING_HEADER", 42),
+    ],
+)
+def test_e003_for_a_bad_position_pinning_setting(name, value):
+    with override_settings(**{name: value}):
+        messages = check_pinning_settings()
+    assert ids(messages) == ["multidb.E003"]
+    assert name in messages[0].msg
+
+
+@override_settings(
+    MULTIDB_PINNING_MODE="time",
+    MULTIDB_PIN_UNSAFE_METHODS=False,
+    MULTIDB_PINNING_HEADER="X-Multidb-Token",
+)
+def test_valid_position_pinning_settings_pass():
+    assert check_pinning_settings() == []

@@ -1,0 +1,215 @@
+"""Read-your-writes by position: signed tokens and the reads that wait for them.
+
+After a write, the primary's position (PostgreSQL: its WAL LSN) goes into
+the pin cookie as a signed token.  A later read carrying that token may use
+any replica that has replayed the position, and goes to the primary only
+while none has.  Anything that is not a valid token pins by time instead,
+exactly as django-multidb-router 0.11 did, so nothing is less safe than it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from asgiref.sync import sync_to_async
+from django.core import signing
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+
+from . import replicas
+from .conf import DEFAULT_DB_ALIAS, conf
+from .pinning import (
+    RequestState,
+    Scope,
+    _Override,
+    current_request,
+    primary_in_atomic,
+)
+from .positions import adapter, format_lsn, parse_lsn
+
+logger = logging.getLogger("multidb")
+
+SALT: Final = "multidb.pin"
+#: The pre-token cookie value, which pins by time.
+LEGACY_VALUE: Final = "y"
+#: Longer values are not even looked at: they pin by time.
+MAX_TOKEN_LENGTH: Final = 256
+
+#: What an incoming value means: no pin, or a pin for ``PINNING_SECONDS``.
+NO_PIN: Final = False
+TIME_PIN: Final = True
+
+
+def sign(position: int, alias: str = DEFAULT_DB_ALIAS) -> str:
+    """A token for ``position`` on ``alias``, signed with ``SECRET_KEY``."""
+    return signing.TimestampSigner(salt=SALT).sign(f"{alias}:{format_lsn(position)}")
+
+
+def pin_for(value: str) -> bool | int:
+    """What a pin cookie (or header) value asks of the reads that carry it.
+
+    A valid token gives the position to wait for; an expired one gives no
+    pin (the write is older than ``MULTIDB_PINNING_SECONDS``); anything else
+    (the legacy ``y``, a bad signature, garbage, a position the primary's
+    database cannot report) pins by time.
+    """
+    if value == LEGACY_VALUE:
+        return TIME_PIN
+    if len(value) > MAX_TOKEN_LENGTH:
+        logger.debug("pin token ignored: %d characters long", len(value))
+        return TIME_PIN
+    try:
+        raw = signing.TimestampSigner(salt=SALT).unsign(
+            value, max_age=conf.PINNING_SECONDS
+        )
+    except signing.SignatureExpired:
+        return NO_PIN
+    except signing.BadSignature:
+        logger.debug("pin token ignored: bad signature")
+        return TIME_PIN
+    alias, _, lsn = raw.rpartition(":")
+    if alias != DEFAULT_DB_ALIAS or not has_positions():
+        logger.debug("pin token for %r: pinning by time", alias)
+        return TIME_PIN
+    try:
+        return parse_lsn(lsn)
+    except ValueError:
+        return TIME_PIN
+
+
+def has_positions(alias: str = DEFAULT_DB_ALIAS) -> bool:
+    return adapter(connections[alias].vendor).has_positions
+
+
+def primary_position() -> int | None:
+    """The primary's current position, or None without position support.
+
+    Errors give None too: a failed lookup must not fail the response.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    positions = adapter(connection.vendor)
+    if not positions.has_positions:
+        return None
+    try:
+        with connection.cursor() as cursor:
+            return positions.primary_position(cursor)
+    except DatabaseError:
+        logger.warning("could not read the primary's position", exc_info=True)
+        return None
+
+
+def replay_position(alias: str) -> int | None:
+    """How far replica ``alias`` has replayed, asked over its connection."""
+    connection = connections[alias]
+    try:
+        with connection.cursor() as cursor:
+            state = adapter(connection.vendor).replica_state(cursor)
+    except DatabaseError as error:
+        if isinstance(error, (OperationalError, InterfaceError)):
+            from .health import registry
+
+            registry.report_failure(alias, f"{type(error).__name__}: {error}")
+        return None
+    return state.replay_position if state.is_replica else None
+
+
+def _known_positions() -> dict[str, int]:
+    from .health import registry
+
+    return registry.replay_positions()
+
+
+def read_alias_after(request: RequestState) -> str:
+    """Where a read goes when ``request`` waits for a position.
+
+    A replica the health prober has already seen past the position is used
+    without a query; otherwise the request's replica is asked once, and the
+    read goes to the primary if it has not caught up.
+    """
+    position = request.pinned
+    if primary_in_atomic():
+        return DEFAULT_DB_ALIAS
+    current = replicas.rotation()
+    known = _known_positions()
+    sticky = request.sticky
+    for alias in (sticky.alias, *sorted(current.usable)):
+        if alias in current.usable and known.get(alias, -1) >= position:
+            return _settle(request, alias, current)
+    if request.checked:
+        return DEFAULT_DB_ALIAS
+    request.checked = True
+    alias = sticky.pick()
+    if alias == DEFAULT_DB_ALIAS:
+        return alias
+    replayed = replay_position(alias)
+    if replayed is not None and replayed >= position:
+        return _settle(request, alias, current)
+    return DEFAULT_DB_ALIAS
+
+
+def _settle(request: RequestState, alias: str, current: replicas.Rotation) -> str:
+    request.pinned = False
+    request.sticky.alias = alias
+    request.sticky.rotation = current
+    return alias
+
+
+def replayed_everywhere(position: int) -> bool:
+    """Whether every replica in rotation is known to have replayed ``position``."""
+    known = _known_positions()
+    usable = replicas.rotation().usable
+    return bool(usable) and all(known.get(alias, -1) >= position for alias in usable)
+
+
+def write_token() -> str | None:
+    """A token for what the current context has written, or None.
+
+    In a request that wrote, or outside a request, it holds the primary's
+    position now (one query).  In a request that did not write, it is the
+    token the request came with, if any.  Hand it to an API client (say in
+    a header) or to a background job (``read_after``).
+    """
+    request = current_request()
+    if request is not None and not request.wrote:
+        return request.incoming
+    position = primary_position()
+    return None if position is None else sign(position)
+
+
+async def awrite_token() -> str | None:
+    """``write_token`` for async code."""
+    return await sync_to_async(write_token)()
+
+
+class ReadAfter(_Override):
+    """Read only what has replayed ``token``: a replica that has, else the primary.
+
+    ``with read_after(token):`` or ``@read_after(token)`` on a sync or async
+    function.  ``None`` changes nothing; an invalid token reads the primary.
+    """
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def _child(self, scope: Scope) -> Scope:
+        if self.token is None:
+            return Scope(scope.primary, scope.replica, scope.request, scope)
+        pinned = pin_for(self.token)
+        state = RequestState(pinned, outer=scope.request)
+        return Scope(scope.primary, scope.replica, state, scope)
+
+    def __call__(self, func: Any) -> Any:
+        return self._decorate(func)
+
+
+def read_after(token: str | None) -> ReadAfter:
+    return ReadAfter(token)
+
+
+__all__ = [
+    "read_after",
+    "write_token",
+    "awrite_token",
+    "sign",
+    "pin_for",
+]
