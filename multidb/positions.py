@@ -7,6 +7,7 @@ Add a vendor by writing an adapter and listing it in ``ADAPTERS``.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple, Protocol
 
 
@@ -26,12 +27,17 @@ class Adapter(Protocol):
     def replica_state(self, cursor: Any) -> ReplicaState: ...
 
 
+#: Two halves of up to 8 hex digits each; ``int(..., 16)`` alone would also
+#: take signs, spaces, ``0x``, underscores and non-ASCII digits.
+_LSN = re.compile(r"([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})")
+
+
 def parse_lsn(text: str) -> int:
     """``"16/B374D848"`` → ``0x16B374D848``; raises ``ValueError`` if malformed."""
-    high, sep, low = text.partition("/")
-    if not sep or not (0 < len(high) <= 8 and 0 < len(low) <= 8):
+    match = _LSN.fullmatch(text)
+    if match is None:
         raise ValueError(f"not a PostgreSQL LSN: {text!r}")
-    return (int(high, 16) << 32) | int(low, 16)
+    return (int(match[1], 16) << 32) | int(match[2], 16)
 
 
 def format_lsn(position: int) -> str:

@@ -602,6 +602,20 @@ class Cluster:
         node.role = "primary"
         node.paused = False
 
+    def rebuild_replica(self, node: Node, timeout: float = 15) -> None:
+        """Make ``node`` a fresh replica of the primary again, from a new base
+        backup: the way back after ``promote()``, which cannot be undone."""
+        replica = self._replica(node)
+        if replica.frozen:
+            self.thaw(replica)
+        self._pg_ctl_stop(replica)
+        shutil.rmtree(replica.data_dir)
+        replica.role = "replica"
+        replica.paused = False
+        replica.apply_delay_ms = 0
+        self._make_replica(replica)
+        self._wait_streaming([replica], timeout)
+
     def freeze(self, node: Node) -> None:
         """SIGSTOP the server's postmaster and children: connections then hang
         until ``connect_timeout``."""

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
-from multidb import pinning, replicas
+from multidb import health, pinning, replicas, signals
+from multidb.conf import conf
 from tests.app import routers
 
 
@@ -23,3 +27,111 @@ def _fresh_routing_state() -> Iterator[None]:
 def decisions() -> list[tuple[str, str, int]]:
     """The router's decisions, as ``(kind, alias, thread id)``, in order."""
     return routers.decisions
+
+
+# --- health: shared by the SQLite and the PostgreSQL sessions -----------------
+
+#: Name of the background prober's thread.
+PROBER_THREAD = "multidb-health"
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns a true value, and return that value;
+    fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            pytest.fail(
+                f"timed out after {timeout:g}s waiting for "
+                f"{what or getattr(predicate, '__name__', 'a condition')} "
+                f"(last: {result!r})"
+            )
+        time.sleep(0.02)
+
+
+@pytest.fixture(name="wait_until")
+def _wait_until() -> Callable[..., Any]:
+    return wait_until
+
+
+def prober_threads() -> list[threading.Thread]:
+    """The background prober threads alive in this process."""
+    return [t for t in threading.enumerate() if t.name == PROBER_THREAD]
+
+
+def stop_prober(timeout: float = 15.0) -> None:
+    """Let a prober started by a test see that health checks are off, and
+    wait for it to end (the test's ``override_settings`` must be over)."""
+    thread = health._worker._thread
+    if thread is None or not thread.is_alive():
+        return
+    if conf.HEALTH_CHECK_INTERVAL is not None:
+        pytest.fail("a test left MULTIDB_HEALTH_CHECK_INTERVAL set: the prober runs on")
+    health._worker.wake()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"the health prober did not stop within {timeout:g}s")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_health_state() -> Iterator[None]:
+    """Each test ends with no prober thread, no probe still waiting, no health
+    state or probe connection, and every replica back in rotation."""
+    yield
+    stop_prober()
+    # A probe stuck on a frozen server ends once the server is thawed.
+    wait_until(lambda: not health.registry._in_flight, 15, "probes still in flight")
+    forget(health.registry)
+    replicas.exclude(())
+
+
+def forget(registry: health.Registry) -> None:
+    """``registry.forget()``, and close the probe connections that Django's
+    ``close()`` leaves open: those to an in-memory SQLite database (Python
+    3.13 warns about a sqlite3 connection garbage-collected open)."""
+    wrappers = [probe.wrapper for probe in registry._connections.values()]
+    registry.forget()
+    close_for_real(wrappers)
+
+
+def close_for_real(wrappers: list[Any]) -> None:
+    for wrapper in wrappers:
+        if wrapper.connection is not None:
+            wrapper.connection.close()
+            wrapper.connection = None
+
+
+class SignalEvent(NamedTuple):
+    signal: str
+    alias: str
+    reason: str
+    #: The thread that sent it (``multidb-health`` for the background prober).
+    thread: str
+
+
+@pytest.fixture
+def replica_signals() -> Iterator[list[SignalEvent]]:
+    """Every ``replica_down``/``replica_up``/``replica_lagging`` sent during the
+    test, in order."""
+    events: list[SignalEvent] = []
+    connected = []
+    for name in ("replica_down", "replica_up", "replica_lagging"):
+
+        def receiver(
+            sender: Any, alias: str, reason: str, _name: str = name, **kwargs: Any
+        ) -> None:
+            events.append(
+                SignalEvent(_name, alias, reason, threading.current_thread().name)
+            )
+
+        signal = getattr(signals, name)
+        signal.connect(receiver, weak=False, dispatch_uid=f"tests-{name}")
+        connected.append((signal, name))
+    yield events
+    for signal, name in connected:
+        signal.disconnect(dispatch_uid=f"tests-{name}")

@@ -1,5 +1,6 @@
 from django.urls import path
 
+import multidb.views
 from tests.app import views
 
 urlpatterns = [
@@ -23,4 +24,13 @@ urlpatterns += [
     path("thread-info/", views.thread_info),
     path("async-thread-info/", views.async_thread_info),
     path("async-routed-write/", views.async_routed_write),
+]
+
+# The health view (tests/test_health_view.py, tests/postgres/test_status.py).
+urlpatterns += [path("health/db/", multidb.views.health)]
+
+# Read-your-writes tokens (tests/test_tokens.py).
+urlpatterns += [
+    path("write-token/", views.write_token_view),
+    path("async-write-token/", views.async_write_token_view),
 ]

@@ -8,6 +8,7 @@ import threading
 from django.db import router
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+import multidb
 from multidb import db_write, pinning, this_thread_is_pinned
 from multidb.pinning import mark_as_write, pin_this_thread
 
@@ -154,3 +155,20 @@ async def async_routed_write(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"before": before, "write": write, "after": Item.objects.all().db}
     )
+
+
+# --- views for the token tests (tests/test_tokens.py) -------------------------
+
+
+def write_token_view(request: HttpRequest) -> JsonResponse:
+    """``write_token()``, after creating ``name`` if given."""
+    if "name" in request.GET:
+        Item.objects.create(name=request.GET["name"])
+    return JsonResponse({"token": multidb.write_token(), **_routing()})
+
+
+async def async_write_token_view(request: HttpRequest) -> JsonResponse:
+    """``awrite_token()``, after creating ``name`` if given."""
+    if "name" in request.GET:
+        await Item.objects.acreate(name=request.GET["name"])
+    return JsonResponse({"token": await multidb.awrite_token()})

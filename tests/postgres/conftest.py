@@ -7,13 +7,14 @@ error, never skip: deselect them with ``-m "not postgres"`` instead.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connections
 
-from tests.cluster import Cluster
+from tests.cluster import Cluster, Node
 
 SETTINGS_MODULE = "tests.postgres.settings"
 HERE = Path(__file__).parent
@@ -89,3 +90,131 @@ def _replicas_caught_up(pg_cluster: Cluster) -> None:
         if node.paused:
             pg_cluster.resume_replay(node)
     pg_cluster.wait_caught_up()
+
+
+# --- faults, for the health tests ---------------------------------------------
+
+
+def node_of(cluster: Cluster, alias: str) -> Node:
+    """The server behind a ``DATABASES`` alias."""
+    port = int(settings.DATABASES[alias]["PORT"])
+    return next(node for node in cluster.nodes if node.port == port)
+
+
+def alias_of(cluster: Cluster, node: Node) -> str:
+    return next(
+        alias
+        for alias, entry in settings.DATABASES.items()
+        if int(entry["PORT"]) == node.port
+    )
+
+
+class Faults:
+    """Stops, freezes, pauses and promotes servers of the session cluster, and
+    puts every one of them back when the test ends, whatever happened."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._stopped: list[Node] = []
+        self._frozen: list[Node] = []
+        self._paused: list[Node] = []
+        self._promoted: list[Node] = []
+
+    def node(self, alias: str) -> Node:
+        return node_of(self.cluster, alias)
+
+    def stop(self, alias: str) -> Node:
+        node = self.node(alias)
+        self._stopped.append(node)
+        self.cluster.stop_node(node)
+        return node
+
+    def start(self, alias: str) -> Node:
+        """Start a stopped server again, and drop this thread's Django
+        connections to it (and its pool), which died with it."""
+        node = self.node(alias)
+        self.cluster.start_node(node)
+        self._stopped.remove(node)
+        reset_connections(alias)
+        return node
+
+    def freeze(self, alias: str) -> Node:
+        node = self.node(alias)
+        self._frozen.append(node)
+        self.cluster.freeze(node)
+        return node
+
+    def thaw(self, alias: str) -> Node:
+        node = self.node(alias)
+        self.cluster.thaw(node)
+        self._frozen.remove(node)
+        return node
+
+    def pause(self, alias: str) -> Node:
+        node = self.node(alias)
+        self._paused.append(node)
+        self.cluster.pause_replay(node)
+        return node
+
+    def resume(self, alias: str) -> Node:
+        node = self.node(alias)
+        self.cluster.resume_replay(node)
+        self._paused.remove(node)
+        return node
+
+    def promote(self, alias: str) -> Node:
+        node = self.node(alias)
+        self._promoted.append(node)
+        self.cluster.promote(node)
+        return node
+
+    def rebuild(self, alias: str) -> Node:
+        """Make a promoted replica a replica again (a new base backup)."""
+        node = self.node(alias)
+        self.cluster.rebuild_replica(node)
+        self._promoted.remove(node)
+        reset_connections(alias)
+        return node
+
+    def restore(self) -> None:
+        """Undo every fault, trying each even when one fails."""
+        cluster = self.cluster
+        steps = [
+            *(partial(cluster.thaw, node) for node in self._frozen),
+            *(partial(cluster.resume_replay, node) for node in self._paused),
+            *(partial(cluster.start_node, node) for node in self._stopped),
+            *(partial(cluster.rebuild_replica, node) for node in self._promoted),
+            *(
+                partial(reset_connections, alias_of(cluster, node))
+                for node in {*self._stopped, *self._promoted}
+            ),
+        ]
+        self._frozen, self._paused, self._stopped, self._promoted = [], [], [], []
+        errors = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - raised below, after the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def reset_connections(alias: str) -> None:
+    """Close this thread's connection to ``alias`` and its pool (Django 5.1+),
+    which may hold connections to a server that has since restarted."""
+    connection = connections[alias]
+    connection.close()
+    close_pool = getattr(connection, "close_pool", None)
+    if close_pool is not None:
+        close_pool()
+
+
+@pytest.fixture
+def faults(pg_cluster: Cluster) -> Iterator[Faults]:
+    """Server faults, all undone when the test ends."""
+    faults = Faults(pg_cluster)
+    try:
+        yield faults
+    finally:
+        faults.restore()

@@ -78,10 +78,14 @@ def test_with_replay_paused_unpinned_reads_miss_a_new_row_but_use_primary_db_see
     assert (unpinned, unpinned_dbs, pinned) == ([False] * 4, list(REPLICAS), True)
 
 
+@pytest.mark.parametrize("mode", ["auto", "time"])
 @pytest.mark.parametrize("method", ["post", "get"])
 def test_after_a_write_request_the_pin_cookie_sends_reads_to_the_primary(
-    pg_cluster, replay_paused, method
+    pg_cluster, replay_paused, method, mode, settings
 ):
+    """With replay paused no replica has the write: a position token (auto)
+    and a time pin (time, as in 0.11) both send the next read to the primary."""
+    settings.MULTIDB_PINNING_MODE = mode
     client = Client()
     primary = pg_cluster.primary.port
     replica_ports = {node.port for node in pg_cluster.replicas}
@@ -92,7 +96,13 @@ def test_after_a_write_request_the_pin_cookie_sends_reads_to_the_primary(
 
     assert pinning_cookie() in client.cookies
     assert (wrote["db"], wrote["port"]) == ("default", primary)
-    assert pinned == {"found": True, "db": "default", "port": primary, "pinned": True}
+    assert pinned == {
+        "found": True,
+        "db": "default",
+        "port": primary,
+        # Only a time pin pins the thread; a token waits for a position.
+        "pinned": mode == "time",
+    }
     assert unpinned["db"] in REPLICAS
     assert unpinned["port"] in replica_ports
     assert (unpinned["found"], unpinned["pinned"]) == (False, False)

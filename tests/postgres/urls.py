@@ -1,8 +1,24 @@
 from django.urls import path
 
+import multidb.views
 from tests.postgres import views
 
 urlpatterns = [
     path("create/", views.create),
     path("find/", views.find),
+]
+
+# The health view (tests/test_health_view.py, tests/postgres/test_status.py).
+urlpatterns += [path("health/db/", multidb.views.health)]
+
+# Read-your-writes by position (tests/postgres/test_tokens.py).
+urlpatterns += [
+    path("find-many/", views.find_many),
+    path("get-or-create/", views.get_or_create_item),
+    path("save/", views.save_item),
+    path("token/", views.token),
+    path("async-token/", views.async_token),
+    path("async-find/", views.async_find),
+    path("async-find-routed-on-the-loop/", views.async_find_routed_on_the_loop),
+    path("async-read-after/", views.async_read_after),
 ]

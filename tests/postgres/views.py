@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from asgiref.sync import sync_to_async
 from django.db import connections, router
 from django.http import HttpRequest, JsonResponse
 
+import multidb
 from multidb import this_thread_is_pinned
 from tests.app.models import Item
 
@@ -39,3 +41,75 @@ def find(request: HttpRequest) -> JsonResponse:
             "pinned": this_thread_is_pinned(),
         }
     )
+
+
+# --- views for the read-your-writes-by-position tests (test_tokens.py) ---------
+
+
+def _lookup(name: str) -> dict[str, object]:
+    """``find``'s answer, computed wherever it is called (a worker thread in
+    the async views, so that routing runs there too)."""
+    items = Item.objects.filter(name=name)
+    found = items.exists()
+    alias = items.db
+    return {"found": found, "db": alias, "port": server_port(alias)}
+
+
+def find_many(request: HttpRequest) -> JsonResponse:
+    """``times`` separate reads of ``name``; where each one ran."""
+    reads = []
+    for _ in range(int(request.GET.get("times", "5"))):
+        (row,) = Item.objects.raw(
+            "SELECT inet_server_port() AS id, EXISTS"
+            f" (SELECT 1 FROM {Item._meta.db_table} WHERE name = %s) AS found",
+            [request.GET["name"]],
+        )
+        reads.append({"port": int(row.id), "found": row.found})
+    return JsonResponse({"reads": reads})
+
+
+def get_or_create_item(request: HttpRequest) -> JsonResponse:
+    """A GET that writes through ``get_or_create``."""
+    item, created = Item.objects.get_or_create(name=request.GET["name"])
+    return JsonResponse({"pk": item.pk, "created": created})
+
+
+def save_item(request: HttpRequest) -> JsonResponse:
+    """A GET that writes through ``Model.save()``."""
+    item = Item(name=request.GET["name"])
+    item.save()
+    return JsonResponse({"pk": item.pk})
+
+
+def token(request: HttpRequest) -> JsonResponse:
+    """``write_token()``, after creating ``name`` if given (an API response)."""
+    if "name" in request.GET:
+        Item.objects.create(name=request.GET["name"])
+    return JsonResponse({"token": multidb.write_token()})
+
+
+async def async_token(request: HttpRequest) -> JsonResponse:
+    """``awrite_token()``, after creating ``name`` if given."""
+    if "name" in request.GET:
+        await Item.objects.acreate(name=request.GET["name"])
+    return JsonResponse({"token": await multidb.awrite_token()})
+
+
+async def async_find(request: HttpRequest) -> JsonResponse:
+    """``find`` in an async view: the read runs in the ORM's worker thread."""
+    return JsonResponse(await sync_to_async(_lookup)(request.GET["name"]))
+
+
+async def async_find_routed_on_the_loop(request: HttpRequest) -> JsonResponse:
+    """Asks the router on the event loop thread first (``QuerySet.db``), then
+    reads in the worker thread."""
+    on_loop = Item.objects.all().db
+    return JsonResponse(
+        {"on_loop": on_loop, **await sync_to_async(_lookup)(request.GET["name"])}
+    )
+
+
+async def async_read_after(request: HttpRequest) -> JsonResponse:
+    """Reads ``name`` inside ``read_after(token)``, in an async view."""
+    with multidb.read_after(request.GET.get("token")):
+        return JsonResponse(await sync_to_async(_lookup)(request.GET["name"]))

@@ -1,0 +1,178 @@
+"""``manage.py multidb_status`` and the health view against the real cluster.
+
+The primary's "unreachable" path freezes the session primary (SIGSTOP): its
+clients then hang instead of failing, which is what a probe must survive,
+and a thaw puts it back exactly as it was.  Stopping it instead would break
+the replicas' streaming and every open connection of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client, override_settings
+
+from multidb import health, replicas
+from multidb.positions import parse_lsn
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+DATABASES = ("default", "replica1", "replica2")
+FIELDS = {
+    "alias", "role", "state", "reachable", "is_replica", "lag_bytes",
+    "lag_seconds", "replay_position", "last_checked", "reason", "usable",
+}  # fmt: skip
+
+
+def status(*args: str) -> str:
+    out = StringIO()
+    call_command("multidb_status", *args, stdout=out)
+    return out.getvalue()
+
+
+def rows(table: str) -> list[list[str]]:
+    """The table's rows (header first), split on the column gaps."""
+    return [re.split(r"\s{2,}", line) for line in table.splitlines()]
+
+
+def test_multidb_status_prints_a_row_per_database_with_role_state_lag_and_position(
+    pg_cluster,
+):
+    before = parse_lsn(pg_cluster.current_lsn())
+
+    header, *table = rows(status())
+
+    assert header == [
+        "ALIAS", "ROLE", "STATE", "LAG BYTES", "LAG SECONDS", "POSITION", "REASON",
+    ]  # fmt: skip
+    assert [row[:3] for row in table] == [
+        ["default", "primary", "ok"],
+        ["replica1", "replica", "ok"],
+        ["replica2", "replica", "ok"],
+    ]
+    primary, *replica_rows = table
+    assert primary[3:5] == ["-", "-"]
+    assert parse_lsn(primary[5]) >= before
+    for row in replica_rows:
+        assert int(row[3]) >= 0 and float(row[4]) >= 0
+        assert parse_lsn(row[5]) >= before
+
+
+def test_multidb_status_json_gives_the_same_databases_and_figures_as_the_table():
+    table = rows(status())[1:]
+
+    data = json.loads(status("--json"))
+
+    assert [d["alias"] for d in data] == list(DATABASES)
+    assert all(set(d) == FIELDS for d in data)
+    assert [[d["alias"], d["role"], d["state"]] for d in data] == [
+        row[:3] for row in table
+    ]
+    assert [d["usable"] for d in data] == [True, True, True]
+    assert data[0]["lag_bytes"] is None and data[0]["is_replica"] is False
+    for entry in data:
+        assert parse_lsn(entry["replay_position"]) > 0
+        assert entry["last_checked"].endswith("+00:00")
+    for entry in data[1:]:
+        assert isinstance(entry["lag_bytes"], int)
+        assert isinstance(entry["lag_seconds"], float)
+        assert entry["is_replica"] is True
+
+
+def test_multidb_status_strict_fails_on_a_stopped_replica_and_plain_only_reports(
+    faults,
+):
+    faults.stop("replica1")
+
+    plain = rows(status())
+    with pytest.raises(CommandError, match=r"^Unusable replicas: replica1\. "):
+        status("--strict")
+
+    assert [row[:3] for row in plain[1:]] == [
+        ["default", "primary", "ok"],
+        ["replica1", "replica", "down"],
+        ["replica2", "replica", "ok"],
+    ]
+    assert plain[2][3:6] == ["-", "-", "-"]
+    assert plain[2][6].startswith("OperationalError: connection failed")
+
+
+def test_multidb_status_leaves_this_process_rotation_alone(faults):
+    faults.stop("replica1")
+
+    status()
+
+    assert replicas.rotation().usable == {"replica1", "replica2"}
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=0.5)
+def test_multidb_status_fails_when_the_primary_is_unreachable(
+    faults, caplog, wait_until
+):
+    caplog.set_level(logging.INFO, logger="multidb")
+    health.registry.probe()  # the primary was fine
+    faults.freeze("default")
+
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("multidb_status", stdout=out)
+    faults.thaw("default")
+    wait_until(lambda: health.registry.probe()[0].state == "ok")
+
+    assert str(raised.value) == (
+        "The primary (default) is unreachable: TimeoutError: no answer within 0.5s"
+    )
+    assert rows(out.getvalue())[1][:3] == ["default", "primary", "down"]
+    messages = [r.getMessage() for r in caplog.records if r.name == "multidb"]
+    assert messages == [
+        "the primary is down: TimeoutError: no answer within 0.5s",
+        "the primary is ok",
+    ]
+
+
+def test_the_health_view_is_200_when_the_databases_are_fine(pg_cluster):
+    response = Client().get("/health/db/")
+
+    body = response.json()
+    assert response.status_code == 200
+    assert (body["status"], body["usable_replicas"], body["min_replicas"]) == (
+        "ok", 2, 1,
+    )  # fmt: skip
+    assert body["primary"]["state"] == "ok"
+    assert [r["alias"] for r in body["replicas"]] == ["replica1", "replica2"]
+    assert all(parse_lsn(r["replay_position"]) > 0 for r in body["replicas"])
+
+
+@override_settings(MULTIDB_HEALTH_MIN_REPLICAS=2)
+def test_the_health_view_is_503_when_fewer_replicas_than_required_are_usable(faults):
+    faults.stop("replica2")
+
+    response = Client().get("/health/db/")
+
+    body = response.json()
+    assert response.status_code == 503
+    assert (body["status"], body["usable_replicas"], body["min_replicas"]) == (
+        "fail", 1, 2,
+    )  # fmt: skip
+    assert [(r["alias"], r["state"]) for r in body["replicas"]] == [
+        ("replica1", "ok"),
+        ("replica2", "down"),
+    ]
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=0.5)
+def test_the_health_view_is_503_when_the_primary_is_unreachable(faults):
+    faults.freeze("default")
+
+    response = Client().get("/health/db/")
+
+    body = response.json()
+    assert (response.status_code, body["status"], body["usable_replicas"]) == (
+        503, "fail", 2,
+    )  # fmt: skip
+    assert (body["primary"]["state"], body["primary"]["reachable"]) == ("down", False)

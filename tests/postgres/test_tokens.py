@@ -1,0 +1,856 @@
+"""Read-your-writes by position, against a real primary and two replicas.
+
+Replay is paused on a replica (``pg_wal_replay_pause()``) so that it is
+provably behind, and every read reports the port of the server that answered
+it (``inet_server_port()``): these tests see where a query really ran.  The
+``faults`` fixture resumes every replica when a test ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any, TypeVar
+
+import pytest
+import pytest_asyncio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core import signing
+from django.db import DataError, connections, transaction
+from django.test import AsyncClient, Client, override_settings
+from django.test.utils import CaptureQueriesContext
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+import multidb
+from multidb import health, read_after, tokens, use_primary_db
+from multidb.middleware import pinning_cookie
+from multidb.pinning import begin_request, end_request, unpin_this_thread
+from multidb.positions import format_lsn, parse_lsn
+from tests.app.models import Item
+from tests.cluster import Cluster
+from tests.postgres.conftest import Faults
+from tests.postgres.views import _lookup
+
+pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+
+T = TypeVar("T")
+REPLICAS = ("replica1", "replica2")
+#: The SQL of the one check a request may make on a replica.
+REPLAY_QUERY = "pg_last_wal_replay_lsn"
+#: The SQL of the one position query a writing request makes on the primary.
+POSITION_QUERY = "pg_current_wal_lsn"
+
+
+def port(alias: str) -> int:
+    return int(settings.DATABASES[alias]["PORT"])
+
+
+PRIMARY = port("default")
+REPLICA_PORTS = {port(alias) for alias in REPLICAS}
+
+
+def cookie_token(response: Any) -> str:
+    """The pin cookie the response sets (KeyError if it sets none)."""
+    return str(response.cookies[pinning_cookie()].value)
+
+
+def client_with(value: str) -> Client:
+    client = Client()
+    client.cookies[pinning_cookie()] = value
+    return client
+
+
+def find(client: Client, name: str, path: str = "/find/", **extra: Any) -> Any:
+    response = client.get(path, {"name": name}, **extra)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def primary_lsn(cluster: Cluster) -> int:
+    return parse_lsn(cluster.current_lsn())
+
+
+def pause_both(faults: Faults) -> None:
+    for alias in REPLICAS:
+        faults.pause(alias)
+
+
+def resume_both(faults: Faults, cluster: Cluster) -> None:
+    for alias in REPLICAS:
+        faults.resume(alias)
+    cluster.wait_caught_up()
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a new thread (a fresh context, as a job runner's), close
+    that thread's connections, and return its result or raise its error."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), "the thread did not finish within 30 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]  # type: ignore[no-any-return]
+
+
+class _SignedInThePast(signing.TimestampSigner):
+    """Signs with a timestamp an hour old: a token that has expired."""
+
+    def timestamp(self) -> str:
+        return signing.b62_encode(int(time.time()) - 3600)
+
+
+def expired_token(position: int) -> str:
+    value = f"default:{format_lsn(position)}"
+    return _SignedInThePast(salt=tokens.SALT).sign(value)
+
+
+@pytest_asyncio.fixture
+async def worker_connections() -> Any:
+    """Close the connections that async tests open in asgiref's worker thread."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+class Queries:
+    """The SQL each database ran inside a ``with``, by alias."""
+
+    def __init__(self) -> None:
+        self.sql: dict[str, list[str]] = {}
+        self._stack = ExitStack()
+        self._contexts: dict[str, CaptureQueriesContext] = {}
+
+    def __enter__(self) -> Queries:
+        for alias in ("default", *REPLICAS):
+            self._contexts[alias] = self._stack.enter_context(
+                CaptureQueriesContext(connections[alias])
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+        self.sql = {
+            alias: [query["sql"] for query in context.captured_queries]
+            for alias, context in self._contexts.items()
+        }
+
+    def on_replicas(self) -> list[str]:
+        return [sql for alias in REPLICAS for sql in self.sql[alias]]
+
+    def containing(self, text: str) -> list[str]:
+        return [sql for queries in self.sql.values() for sql in queries if text in sql]
+
+
+# --- a token in the cookie, with replicas provably behind ---------------------
+
+
+def test_a_post_with_replicas_paused_sets_a_signed_position_token_not_the_legacy_y(
+    faults, pg_cluster
+):
+    pause_both(faults)
+    before = primary_lsn(pg_cluster)
+
+    response = Client().post("/create/", {"name": "posted"})
+
+    token = cookie_token(response)
+    position = tokens.pin_for(token)
+    assert token != "y"
+    assert token.startswith("default:")
+    assert type(position) is int
+    assert before < position <= primary_lsn(pg_cluster)
+    assert response.cookies[pinning_cookie()]["max-age"] == 15
+
+
+def test_with_replicas_paused_the_token_finds_the_row_on_the_primary_none_misses_it(
+    faults,
+):
+    pause_both(faults)
+    client = Client()
+    client.post("/create/", {"name": "mine"})
+
+    with_token = find(client, "mine")
+    without = find(Client(), "mine")
+
+    assert (with_token["found"], with_token["db"]) == (True, "default")
+    assert with_token["port"] == PRIMARY
+    assert without["found"] is False
+    assert without["db"] in REPLICAS and without["port"] in REPLICA_PORTS
+
+
+def test_after_replay_resumes_the_same_token_reads_the_row_from_a_replica(
+    faults, pg_cluster
+):
+    pause_both(faults)
+    client = Client()
+    client.post("/create/", {"name": "resumed"})
+    assert find(client, "resumed")["port"] == PRIMARY
+
+    resume_both(faults, pg_cluster)
+    answer = find(client, "resumed")
+
+    assert answer["found"] is True
+    assert answer["port"] in REPLICA_PORTS
+
+
+@pytest.mark.parametrize("registry", ["knows-positions", "forgotten"])
+def test_with_one_replica_behind_token_reads_never_go_to_it(
+    faults, pg_cluster, registry
+):
+    faults.pause("replica1")
+    client = Client()
+    position = tokens.pin_for(
+        cookie_token(client.post("/create/", {"name": "one-behind"}))
+    )
+    pg_cluster.wait_caught_up(skip_paused=True)
+    health.probe_now()
+    known = health.registry.replay_positions()
+    assert known["replica1"] < position <= known["replica2"]
+    if registry == "forgotten":
+        health.registry.forget()
+        assert health.registry.replay_positions() == {}
+
+    answers = [find(client, "one-behind") for _ in range(30)]
+
+    ports = [answer["port"] for answer in answers]
+    assert all(answer["found"] for answer in answers)
+    assert port("replica1") not in ports
+    if registry == "knows-positions":
+        # Every request finds replica2 in the registry: no request is sent
+        # to the primary.
+        assert set(ports) == {port("replica2")}
+    else:
+        # Each request checks its own replica once: the requests that drew
+        # the lagging replica1 read the primary, the others replica2.
+        assert set(ports) == {PRIMARY, port("replica2")}
+
+
+# --- tokens that are not valid pin by time; an expired one is ignored ----------
+
+
+def _forged_shape() -> str:
+    timestamp = signing.b62_encode(int(time.time()))
+    return f"default:FFFFFFFF/FFFFFFFF:{timestamp}:{'A' * 43}"
+
+
+def _current(pg_cluster: Cluster) -> int:
+    return primary_lsn(pg_cluster)
+
+
+BAD_TOKENS: dict[str, Callable[[Cluster], str]] = {
+    "legacy-y": lambda c: "y",
+    "forged-signature": lambda c: _forged_shape(),
+    "another-salt": lambda c: signing.TimestampSigner(salt="another").sign(
+        f"default:{format_lsn(_current(c))}"
+    ),
+    "another-secret-key": lambda c: signing.TimestampSigner(
+        key="another secret key", salt=tokens.SALT
+    ).sign(f"default:{format_lsn(_current(c))}"),
+    "another-alias": lambda c: tokens.sign(_current(c), alias="replica1"),
+    "not-an-lsn": lambda c: signing.TimestampSigner(salt=tokens.SALT).sign(
+        "default:0x16/-1"
+    ),
+    "too-long": lambda c: tokens.sign(_current(c)) + "0" * 300,
+}
+
+
+@pytest.mark.parametrize("make", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+def test_an_invalid_token_pins_by_time_so_reads_go_to_the_primary(pg_cluster, make):
+    Item.objects.create(name="replicated")
+    pg_cluster.wait_caught_up()
+    value = make(pg_cluster)
+
+    pinned = find(client_with(value), "replicated")
+    free = find(Client(), "replicated")
+
+    assert tokens.pin_for(value) is True
+    # Every replica has the row, yet the pinned request reads the primary.
+    assert (pinned["found"], pinned["port"]) == (True, PRIMARY)
+    assert (free["found"], free["port"] in REPLICA_PORTS) == (True, True)
+
+
+def test_a_validly_signed_token_no_replica_can_reach_reads_the_primary(pg_cluster):
+    Item.objects.create(name="replicated")
+    pg_cluster.wait_caught_up()
+    huge = tokens.sign(0xFFFFFFFF_FFFFFFFF)
+
+    answers = [find(client_with(huge), "replicated") for _ in range(4)]
+
+    assert tokens.pin_for(huge) == 0xFFFFFFFF_FFFFFFFF
+    assert {(a["found"], a["port"]) for a in answers} == {(True, PRIMARY)}
+
+
+def test_an_expired_token_is_ignored_so_the_request_reads_a_replica(faults, pg_cluster):
+    pause_both(faults)
+    Item.objects.create(name="old-write")
+    token = expired_token(primary_lsn(pg_cluster))
+
+    answer = find(client_with(token), "old-write")
+
+    assert tokens.pin_for(token) is False
+    assert answer["found"] is False
+    assert answer["port"] in REPLICA_PORTS
+
+
+@hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(position=st.integers(min_value=0, max_value=2**64 - 1))
+def test_a_signed_token_decodes_to_its_position_where_the_primary_has_positions(
+    position,
+):
+    token = tokens.sign(position)
+    assert tokens.pin_for(token) == position
+    assert len(token) <= tokens.MAX_TOKEN_LENGTH
+
+
+# --- outside requests: threads, sync_to_async, async views, decorators --------
+
+
+def test_read_after_in_a_thread_reads_the_primary_until_a_replica_has_replayed(
+    faults, pg_cluster
+):
+    pause_both(faults)
+    Item.objects.create(name="job")
+    token = multidb.write_token()
+
+    def job() -> dict[str, object]:
+        with read_after(token):
+            return _lookup("job")
+
+    behind = in_thread(job)
+    resume_both(faults, pg_cluster)
+    health.probe_now()
+    caught_up = in_thread(job)
+
+    assert type(tokens.pin_for(token)) is int
+    assert (behind["found"], behind["port"]) == (True, PRIMARY)
+    assert caught_up["found"] is True
+    assert caught_up["port"] in REPLICA_PORTS
+
+
+def test_read_after_none_changes_nothing(faults):
+    pause_both(faults)
+    Item.objects.create(name="unseen")
+
+    def job() -> tuple[dict[str, object], dict[str, object]]:
+        with read_after(None):
+            free = _lookup("unseen")
+        with use_primary_db, read_after(None):
+            primary = _lookup("unseen")
+        return free, primary
+
+    free, primary = in_thread(job)
+
+    assert (free["found"], free["port"] in REPLICA_PORTS) == (False, True)
+    assert (primary["found"], primary["port"]) == (True, PRIMARY)
+
+
+@pytest.mark.asyncio
+async def test_read_after_around_sync_to_async_reads_the_primary_until_replayed(
+    faults, pg_cluster, worker_connections
+):
+    pause_both(faults)
+    await Item.objects.acreate(name="async-job")
+    token = await multidb.awrite_token()
+
+    async def job() -> dict[str, object]:
+        with read_after(token):
+            found = await Item.objects.filter(name="async-job").aexists()
+            return {**await sync_to_async(_lookup)("async-job"), "aexists": found}
+
+    behind = await job()
+    resume_both(faults, pg_cluster)
+    await sync_to_async(health.probe_now)()
+    caught_up = await job()
+
+    assert (behind["aexists"], behind["found"], behind["port"]) == (True, True, PRIMARY)
+    assert (caught_up["aexists"], caught_up["found"]) == (True, True)
+    assert caught_up["port"] in REPLICA_PORTS
+
+
+@pytest.mark.asyncio
+async def test_read_after_in_an_async_view_reads_the_primary_until_replayed(
+    faults, pg_cluster, worker_connections
+):
+    pause_both(faults)
+    await Item.objects.acreate(name="queued")
+    token = await multidb.awrite_token()
+    client = AsyncClient()  # no cookie: the token comes in the query string
+
+    behind = (
+        await client.get("/async-read-after/", {"name": "queued", "token": token})
+    ).json()
+    without = (await client.get("/async-read-after/", {"name": "queued"})).json()
+    resume_both(faults, pg_cluster)
+    await sync_to_async(health.probe_now)()
+    caught_up = (
+        await client.get("/async-read-after/", {"name": "queued", "token": token})
+    ).json()
+
+    assert (behind["found"], behind["port"]) == (True, PRIMARY)
+    assert (without["found"], without["port"] in REPLICA_PORTS) == (False, True)
+    assert (caught_up["found"], caught_up["port"] in REPLICA_PORTS) == (True, True)
+
+
+@pytest.mark.asyncio
+async def test_read_after_decorates_sync_and_async_functions(
+    faults, pg_cluster, worker_connections
+):
+    pause_both(faults)
+    await Item.objects.acreate(name="decorated")
+    token = await multidb.awrite_token()
+
+    @read_after(token)
+    def sync_lookup() -> dict[str, object]:
+        return _lookup("decorated")
+
+    @read_after(token)
+    async def async_lookup() -> dict[str, object]:
+        return await sync_to_async(_lookup)("decorated")
+
+    behind = [await sync_to_async(sync_lookup)(), await async_lookup()]
+    resume_both(faults, pg_cluster)
+    await sync_to_async(health.probe_now)()
+    caught_up = [await sync_to_async(sync_lookup)(), await async_lookup()]
+
+    assert [(a["found"], a["port"]) for a in behind] == [(True, PRIMARY)] * 2
+    assert all(a["found"] and a["port"] in REPLICA_PORTS for a in caught_up)
+
+
+@pytest.mark.asyncio
+async def test_an_async_view_with_the_token_cookie_reads_the_primary_until_replayed(
+    faults, pg_cluster, worker_connections
+):
+    pause_both(faults)
+    client = AsyncClient()
+    wrote = await client.post("/create/", {"name": "async-mine"})
+    token = cookie_token(wrote)
+
+    behind = (await client.get("/async-find/", {"name": "async-mine"})).json()
+    resume_both(faults, pg_cluster)
+    caught_up = (await client.get("/async-find/", {"name": "async-mine"})).json()
+
+    assert type(tokens.pin_for(token)) is int
+    assert (behind["found"], behind["port"]) == (True, PRIMARY)
+    assert (caught_up["found"], caught_up["port"] in REPLICA_PORTS) == (True, True)
+
+
+@pytest.mark.asyncio
+async def test_routing_a_token_read_on_the_event_loop_makes_no_query_there(
+    faults, pg_cluster, worker_connections
+):
+    """``QuerySet.db`` in an async view asks the router on the event loop's
+    thread, where Django forbids queries: that decision reads the primary,
+    and the one replica check happens in the worker thread."""
+    pause_both(faults)
+    client = AsyncClient()
+    await client.post("/create/", {"name": "loop"})
+    path = "/async-find-routed-on-the-loop/"
+
+    behind = (await client.get(path, {"name": "loop"})).json()
+    resume_both(faults, pg_cluster)
+    unknown = (await client.get(path, {"name": "loop"})).json()
+    await sync_to_async(health.probe_now)()
+    known = (await client.get(path, {"name": "loop"})).json()
+
+    assert behind == {"on_loop": "default", "found": True, "db": "default",
+                      "port": PRIMARY}  # fmt: skip
+    # Nothing known yet: the loop reads the primary, the worker checks.
+    assert unknown["on_loop"] == "default"
+    assert (unknown["found"], unknown["port"] in REPLICA_PORTS) == (True, True)
+    # Known from the registry: the loop's decision needs no query either.
+    assert known["on_loop"] == known["db"] in REPLICAS
+    assert known["found"] is True
+
+
+# --- read_after inside a request is never less fresh than the request ---------
+
+
+def test_read_after_an_older_token_in_a_request_that_wrote_still_reads_its_write(
+    faults,
+):
+    older = multidb.write_token()
+    pause_both(faults)
+    request = begin_request(False)
+    try:
+        Item.objects.create(name="written-here")
+        with read_after(older):
+            inside = _lookup("written-here")
+    finally:
+        end_request(request)
+
+    assert (inside["found"], inside["port"]) == (True, PRIMARY)
+
+
+def test_read_after_an_older_token_in_a_request_with_a_newer_token_waits_for_the_newer(
+    faults, pg_cluster
+):
+    older = multidb.write_token()
+    pg_cluster.wait_caught_up()
+    pause_both(faults)
+    Item.objects.create(name="newer")
+    newer = multidb.write_token()
+    health.probe_now()  # the registry knows both replicas passed `older`
+
+    request = begin_request(tokens.pin_for(newer), newer)
+    try:
+        with read_after(older):
+            inside = _lookup("newer")
+    finally:
+        end_request(request)
+    with read_after(older):
+        alone = _lookup("newer")
+
+    assert (inside["found"], inside["port"]) == (True, PRIMARY)
+    assert (alone["found"], alone["port"] in REPLICA_PORTS) == (False, True)
+
+
+def test_read_after_a_newer_token_in_a_request_with_an_older_or_expired_one(
+    faults, pg_cluster
+):
+    older = multidb.write_token()
+    pg_cluster.wait_caught_up()
+    pause_both(faults)
+    Item.objects.create(name="newest")
+    newer = multidb.write_token()
+    expired = expired_token(tokens.pin_for(newer))  # type: ignore[arg-type]
+
+    results = []
+    for outer in (older, None):
+        request = begin_request(tokens.pin_for(outer) if outer else False, outer)
+        try:
+            with read_after(newer):
+                results.append(_lookup("newest"))
+            with read_after(expired):
+                results.append(_lookup("newest"))
+        finally:
+            end_request(request)
+
+    newer_in_older, expired_in_older, newer_alone, expired_alone = results
+    assert (newer_in_older["found"], newer_in_older["port"]) == (True, PRIMARY)
+    assert (newer_alone["found"], newer_alone["port"]) == (True, PRIMARY)
+    # An expired token adds no pin: the request's own (older) token decides,
+    # which the paused replicas have replayed; with no token, a replica.
+    assert expired_in_older["port"] in REPLICA_PORTS
+    assert expired_alone["port"] in REPLICA_PORTS
+    assert not expired_in_older["found"] and not expired_alone["found"]
+
+
+def test_read_after_inside_an_unpinned_block_of_a_pinned_request(faults):
+    pause_both(faults)
+    Item.objects.create(name="unpinned")
+    token = multidb.write_token()
+    request = begin_request(True)
+    try:
+        with use_primary_db:
+            unpin_this_thread()
+            with read_after(None):
+                none = _lookup("unpinned")
+            with read_after(token):
+                waiting = _lookup("unpinned")
+    finally:
+        end_request(request)
+
+    # read_after(None) keeps the block unpinned; a token still waits for itself.
+    assert (none["found"], none["port"] in REPLICA_PORTS) == (False, True)
+    assert (waiting["found"], waiting["port"]) == (True, PRIMARY)
+
+
+# --- writes inside a GET ------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/get-or-create/", "/save/"])
+def test_a_get_that_writes_gets_a_token_cookie_that_reads_its_write(faults, path):
+    pause_both(faults)
+    client = Client()
+
+    response = client.get(path, {"name": f"from-{path.strip('/')}"})
+    answer = find(client, f"from-{path.strip('/')}")
+
+    assert type(tokens.pin_for(cookie_token(response))) is int
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+# --- cost: one primary query per write, at most one replica query per read ----
+
+
+def test_a_writing_request_makes_exactly_one_extra_primary_query_for_the_position():
+    with Queries() as auto:
+        Client().post("/create/", {"name": "auto"})
+    with override_settings(MULTIDB_PINNING_MODE="time"), Queries() as timed:
+        Client().post("/create/", {"name": "time"})
+
+    assert len(auto.sql["default"]) == len(timed.sql["default"]) + 1
+    assert len(auto.containing(POSITION_QUERY)) == 1
+    assert timed.containing(POSITION_QUERY) == []
+
+
+def test_a_reading_request_with_a_token_makes_at_most_one_replica_query(
+    faults, pg_cluster
+):
+    client = Client()
+    client.post("/create/", {"name": "counted"})
+    pg_cluster.wait_caught_up()
+
+    with Queries() as plain:
+        Client().get("/find-many/", {"name": "counted"})
+    with Queries() as caught_up:
+        reads = find(client, "counted", "/find-many/")["reads"]
+    pause_both(faults)
+    client.post("/create/", {"name": "counted-later"})
+    with Queries() as behind:
+        later = find(client, "counted-later", "/find-many/")["reads"]
+
+    assert len(plain.on_replicas()) == 5 and plain.containing(REPLAY_QUERY) == []
+    # Caught up: the check, then every read on that replica.
+    assert len(caught_up.containing(REPLAY_QUERY)) == 1
+    assert len(caught_up.on_replicas()) == 5 + 1
+    assert caught_up.sql["default"] == []
+    assert {(r["port"] in REPLICA_PORTS, r["found"]) for r in reads} == {(True, True)}
+    # Behind: the one check, then every read on the primary, no second check.
+    assert len(behind.containing(REPLAY_QUERY)) == 1
+    assert len(behind.on_replicas()) == 1
+    assert {(r["port"], r["found"]) for r in later} == {(PRIMARY, True)}
+
+
+def test_a_reading_request_whose_token_the_registry_has_seen_replayed_asks_no_replica(
+    pg_cluster,
+):
+    client = Client()
+    client.post("/create/", {"name": "known"})
+    pg_cluster.wait_caught_up()
+    health.probe_now()
+
+    with Queries() as queries:
+        reads = find(client, "known", "/find-many/")["reads"]
+
+    assert queries.containing(REPLAY_QUERY) == []
+    assert len(queries.on_replicas()) == 5
+    assert queries.sql["default"] == []
+    assert {(r["port"] in REPLICA_PORTS, r["found"]) for r in reads} == {(True, True)}
+
+
+# --- modes and settings -------------------------------------------------------
+
+
+@override_settings(MULTIDB_PINNING_MODE="time")
+def test_time_mode_sets_the_legacy_cookie_and_any_cookie_pins(pg_cluster):
+    client = Client()
+    response = client.post("/create/", {"name": "timed"})
+    pg_cluster.wait_caught_up()
+
+    with_y = find(client, "timed")
+    with_token = find(client_with(tokens.sign(primary_lsn(pg_cluster))), "timed")
+    without = find(Client(), "timed")
+
+    assert cookie_token(response) == "y"
+    assert (with_y["found"], with_y["port"]) == (True, PRIMARY)
+    assert (with_token["found"], with_token["port"]) == (True, PRIMARY)
+    assert (without["found"], without["port"] in REPLICA_PORTS) == (True, True)
+
+
+@override_settings(MULTIDB_PIN_UNSAFE_METHODS=False)
+def test_with_unsafe_methods_not_pinned_a_post_that_does_not_write_reads_a_replica(
+    faults,
+):
+    pause_both(faults)
+    Item.objects.create(name="posted-read")
+
+    read = Client().post("/find/?name=posted-read")
+    wrote = Client().post("/create/", {"name": "posted-write"})
+
+    assert pinning_cookie() not in read.cookies
+    assert (read.json()["found"], read.json()["port"] in REPLICA_PORTS) == (
+        False,
+        True,
+    )
+    assert type(tokens.pin_for(cookie_token(wrote))) is int
+
+
+@override_settings(MULTIDB_PINNING_HEADER="X-Multidb-Token")
+def test_a_client_without_cookies_sends_the_token_in_the_header(faults):
+    pause_both(faults)
+    token = Client().get("/token/", {"name": "api-write"}).json()["token"]
+
+    with_header = find(Client(), "api-write", headers={"X-Multidb-Token": token})
+    with_meta = find(Client(), "api-write", HTTP_X_MULTIDB_TOKEN=token)
+    without = find(Client(), "api-write")
+    echoed = Client().get("/token/", headers={"X-Multidb-Token": token}).json()
+
+    assert type(tokens.pin_for(token)) is int
+    assert (with_header["found"], with_header["port"]) == (True, PRIMARY)
+    assert (with_meta["found"], with_meta["port"]) == (True, PRIMARY)
+    assert (without["found"], without["port"] in REPLICA_PORTS) == (False, True)
+    assert echoed == {"token": token}
+
+
+def test_the_header_is_ignored_unless_configured(faults):
+    pause_both(faults)
+    token = Client().get("/token/", {"name": "not-configured"}).json()["token"]
+
+    answer = find(Client(), "not-configured", headers={"X-Multidb-Token": token})
+
+    assert (answer["found"], answer["port"] in REPLICA_PORTS) == (False, True)
+
+
+def test_write_token_in_a_view_gives_a_token_after_a_write_else_the_incoming_one(
+    pg_cluster,
+):
+    before = primary_lsn(pg_cluster)
+    wrote = Client().get("/token/", {"name": "tokened"}).json()["token"]
+    after = primary_lsn(pg_cluster)
+
+    none = Client().get("/token/").json()["token"]
+    incoming = client_with(wrote).get("/token/").json()["token"]
+    legacy = client_with("y").get("/token/").json()["token"]
+    outside = multidb.write_token()
+
+    assert before < tokens.pin_for(wrote) <= after  # type: ignore[operator]
+    assert (none, incoming, legacy) == (None, wrote, None)
+    assert tokens.pin_for(outside) >= tokens.pin_for(wrote)  # type: ignore[operator]
+
+
+@pytest.mark.asyncio
+async def test_awrite_token_in_an_async_view(pg_cluster, worker_connections):
+    before = primary_lsn(pg_cluster)
+    wrote = (await AsyncClient().get("/async-token/", {"name": "a"})).json()["token"]
+    none = (await AsyncClient().get("/async-token/")).json()["token"]
+    client = AsyncClient()
+    client.cookies[pinning_cookie()] = wrote
+    incoming = (await client.get("/async-token/")).json()["token"]
+
+    assert before < tokens.pin_for(wrote) <= primary_lsn(pg_cluster)  # type: ignore[operator]
+    assert (none, incoming) == (None, wrote)
+
+
+# --- each token is judged on its own ------------------------------------------
+
+
+def test_each_token_is_judged_on_its_own_and_a_replayed_one_uses_every_replica(
+    faults, pg_cluster
+):
+    user_a, user_b, user_c = Client(), Client(), Client()
+    token_a = cookie_token(user_a.post("/create/", {"name": "a-row"}))
+    pg_cluster.wait_caught_up()
+    pause_both(faults)
+    token_b = cookie_token(user_b.post("/create/", {"name": "b-row"}))
+    position_a, position_b = tokens.pin_for(token_a), tokens.pin_for(token_b)
+    assert not tokens.replayed_everywhere(position_a)  # nothing known yet
+    health.probe_now()
+
+    with Queries() as a_queries:
+        a_reads = [find(user_a, "a-row") for _ in range(20)]
+    b_reads = [find(user_b, "b-row") for _ in range(4)]
+    c_read = find(user_c, "b-row")
+
+    # Every replica has replayed A's token: A reads both replicas, no checks.
+    assert tokens.replayed_everywhere(position_a)
+    assert not tokens.replayed_everywhere(position_b)
+    assert {a["port"] for a in a_reads} == REPLICA_PORTS
+    assert all(a["found"] for a in a_reads)
+    assert a_queries.containing(REPLAY_QUERY) == []
+    # B's newer token is behind on both: B reads the primary, C a replica.
+    assert {(b["found"], b["port"]) for b in b_reads} == {(True, PRIMARY)}
+    assert (c_read["found"], c_read["port"] in REPLICA_PORTS) == (False, True)
+
+    faults.resume("replica2")
+    pg_cluster.wait_caught_up(skip_paused=True)
+    health.probe_now()
+    b_reads = [find(user_b, "b-row") for _ in range(20)]
+    a_reads = [find(user_a, "a-row") for _ in range(20)]
+
+    # One replica caught up with B: B reads only that one; A is unchanged.
+    assert {(b["found"], b["port"]) for b in b_reads} == {(True, port("replica2"))}
+    assert {a["port"] for a in a_reads} == REPLICA_PORTS
+    assert not tokens.replayed_everywhere(position_b)
+
+
+# --- a check that fails reads the primary, never fails the request ------------
+
+
+@override_settings(REPLICA_DATABASES=["replica1"])
+def test_a_token_read_whose_replica_is_stopped_reads_the_primary(faults):
+    Item.objects.create(name="stopped")
+    token = multidb.write_token()
+    faults.stop("replica1")
+
+    # The check cannot connect: the read goes to the primary.
+    unknown = find(client_with(token), "stopped")
+    # Once a probe has taken replica1 out, no replica is left to ask.
+    (status,) = [s for s in health.probe_now() if s.alias == "replica1"]
+    down = find(client_with(token), "stopped")
+
+    assert (unknown["found"], unknown["port"]) == (True, PRIMARY)
+    assert status.state == health.DOWN
+    assert (down["found"], down["port"]) == (True, PRIMARY)
+
+
+@override_settings(REPLICA_DATABASES=["replica1"])
+def test_a_token_read_whose_replica_check_raises_a_database_error_reads_the_primary(
+    faults,
+):
+    pause_both(faults)
+    Item.objects.create(name="broken")
+    token = multidb.write_token()
+
+    with transaction.atomic(using="replica1"):
+        cursor = connections["replica1"].cursor()
+        with cursor, pytest.raises(DataError):
+            cursor.execute("SELECT 1 / 0")
+        # replica1's transaction is aborted: the check fails on it.
+        with read_after(token):
+            answer = _lookup("broken")
+        transaction.set_rollback(True, using="replica1")
+
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+# --- transactions on the primary ----------------------------------------------
+
+
+def test_a_token_read_inside_a_transaction_on_the_primary_stays_on_the_primary(
+    pg_cluster,
+):
+    Item.objects.create(name="in-atomic")
+    token = multidb.write_token()
+    pg_cluster.wait_caught_up()
+    health.probe_now()  # the registry knows every replica has the token
+
+    with transaction.atomic(), read_after(token):
+        inside = _lookup("in-atomic")
+    with read_after(token):
+        outside = _lookup("in-atomic")
+
+    assert (inside["found"], inside["port"]) == (True, PRIMARY)
+    assert (outside["found"], outside["port"] in REPLICA_PORTS) == (True, True)
+
+
+def test_write_token_in_an_aborted_transaction_logs_and_returns_none(caplog):
+    with transaction.atomic():
+        cursor = connections["default"].cursor()
+        with cursor, pytest.raises(DataError):
+            cursor.execute("SELECT 1 / 0")
+        with caplog.at_level("WARNING", logger="multidb"):
+            token = multidb.write_token()
+        transaction.set_rollback(True)
+
+    assert token is None
+    assert "could not read the primary's position" in caplog.text
+    assert type(tokens.pin_for(multidb.write_token())) is int  # fine afterwards
