@@ -137,7 +137,8 @@ class Registry:
     # --- probing -----------------------------------------------------------
 
     def probe(self, apply: bool = True) -> list[DatabaseStatus]:
-        """Probe every database once, bounded by ``MULTIDB_HEALTH_CHECK_TIMEOUT``.
+        """Probe every database once: the primary, then the replicas in
+        parallel, each step bounded by ``MULTIDB_HEALTH_CHECK_TIMEOUT``.
 
         The primary goes first so that a replica that keeps up shows no lag.
         With ``apply`` (the default), the rotation follows the result.
@@ -475,12 +476,24 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows onl
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _connection_error(error: BaseException | None) -> bool:
+    """Whether ``error`` says a server could not be reached or went away.
+
+    A deadlock or a lock timeout on the primary is an ``OperationalError``
+    too; SQLSTATE tells them apart where the driver gives one.
+    """
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+
+
 @receiver(got_request_exception)
 def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
     """A request died on a database error: suspect the replica it read from."""
     error = sys.exc_info()[1]
     state = current_request()
-    if state is None or not isinstance(error, (OperationalError, InterfaceError)):
+    if state is None or not _connection_error(error):
         return
     alias = state.sticky.alias
     if alias != DEFAULT_DB_ALIAS:

@@ -624,3 +624,39 @@ def test_without_the_middleware_a_database_error_reports_nothing(
     assert response.status_code == 500
     assert replica_reads(decisions)  # it did read a replica
     assert replica_signals == []
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate):
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "blamed"),
+    [
+        (None, True),  # libpq: connection refused, server closed the connection
+        ("08006", True),  # connection failure
+        ("57P01", True),  # admin shutdown
+        ("40P01", False),  # deadlock detected
+        ("55P03", False),  # lock not available
+        ("57014", False),  # query canceled
+    ],
+)
+def test_only_connection_errors_blame_a_replica(sqlstate, blamed):
+    from django.db import OperationalError
+
+    from multidb.health import _connection_error
+
+    error = OperationalError("boom")
+    error.__cause__ = _DriverError(sqlstate)
+    assert _connection_error(error) is blamed
+
+
+def test_errors_that_are_not_operational_never_blame_a_replica():
+    from django.db import IntegrityError
+
+    from multidb.health import _connection_error
+
+    assert _connection_error(IntegrityError("duplicate")) is False
+    assert _connection_error(None) is False

@@ -17,6 +17,7 @@ import time
 from datetime import datetime
 
 import django
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connections
@@ -435,3 +436,24 @@ def test_forget_closes_the_probe_connections():
     assert len(kept) == 3
     assert [wrapper.connection for wrapper in kept] == [None, None, None]
     assert health.registry._connections == {}
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=60)
+def test_a_lock_timeout_on_the_primary_does_not_take_the_replica_out(
+    pg_cluster, replica_signals, wait_until
+):
+    replicas.rotation()
+    wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
+    holder = psycopg.connect(
+        pg_cluster.primary.dsn(dbname=connections["default"].settings_dict["NAME"])
+    )
+    try:
+        holder.execute("LOCK TABLE app_item IN ACCESS EXCLUSIVE MODE")
+        response = Client(raise_request_exception=False).get("/read-then-hit-a-lock/")
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert response.status_code == 500
+    assert replicas.rotation().usable == {"replica1", "replica2"}
+    assert replica_signals == []

@@ -113,3 +113,13 @@ async def async_read_after(request: HttpRequest) -> JsonResponse:
     """Reads ``name`` inside ``read_after(token)``, in an async view."""
     with multidb.read_after(request.GET.get("token")):
         return JsonResponse(await sync_to_async(_lookup)(request.GET["name"]))
+
+
+def read_then_hit_a_lock(request: HttpRequest) -> JsonResponse:
+    """Read from a replica, then time out on a lock held on the primary: an
+    ``OperationalError`` that says nothing about the replica."""
+    Item.objects.exists()
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SET lock_timeout = '50ms'")
+        cursor.execute("LOCK TABLE app_item IN ACCESS EXCLUSIVE MODE")
+    return JsonResponse({})
