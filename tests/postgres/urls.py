@@ -6,7 +6,7 @@ from tests.postgres import views
 urlpatterns = [
     path("create/", views.create),
     path("find/", views.find),
-    path("read-then-hit-a-lock/", views.read_then_hit_a_lock),
+    path("read-then-time-out/", views.read_then_time_out_on_the_primary),
 ]
 
 # The health view (tests/test_health_view.py, tests/postgres/test_status.py).

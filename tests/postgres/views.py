@@ -115,11 +115,14 @@ async def async_read_after(request: HttpRequest) -> JsonResponse:
         return JsonResponse(await sync_to_async(_lookup)(request.GET["name"]))
 
 
-def read_then_hit_a_lock(request: HttpRequest) -> JsonResponse:
-    """Read from a replica, then time out on a lock held on the primary: an
-    ``OperationalError`` that says nothing about the replica."""
+def read_then_time_out_on_the_primary(request: HttpRequest) -> JsonResponse:
+    """Read from a replica, then hit a statement timeout on the primary: an
+    ``OperationalError`` (SQLSTATE 57014) that says nothing about the replica."""
     Item.objects.exists()
     with connections["default"].cursor() as cursor:
-        cursor.execute("SET lock_timeout = '50ms'")
-        cursor.execute("LOCK TABLE app_item IN ACCESS EXCLUSIVE MODE")
+        cursor.execute("SET statement_timeout = '10ms'")
+        try:
+            cursor.execute("SELECT pg_sleep(1)")
+        finally:
+            cursor.execute("RESET statement_timeout")
     return JsonResponse({})
