@@ -10,6 +10,7 @@ legacy ``y`` where the primary has no positions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,19 +48,22 @@ def pinning_seconds() -> int:
 
 def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
     """The request's pin, and the valid token it carries (to pass on)."""
-    value = request.COOKIES.get(conf.PINNING_COOKIE)
+    values = [request.COOKIES.get(conf.PINNING_COOKIE)]
     header = conf.PINNING_HEADER
     if header:
-        value = request.headers.get(header) or value
+        values.append(request.headers.get(header) or None)
     unsafe = request.method not in READ_ONLY_METHODS
     if conf.PINNING_MODE == "time":
-        return unsafe or value is not None, None
+        return unsafe or any(value is not None for value in values), None
     if unsafe and conf.PIN_UNSAFE_METHODS:
         return True, None
-    if value is None:
-        return False, None
-    pin = tokens.pin_for(value)
-    return pin, value if type(pin) is int else None
+    pins = [(tokens.pin_for(value), value) for value in values if value is not None]
+    # A cookie and a header: follow the stricter of the two.
+    none: bool | int = False
+    pin = functools.reduce(tokens.stricter, (found for found, _ in pins), none)
+    if type(pin) is not int:
+        return pin, None
+    return pin, next(value for found, value in pins if found == pin)
 
 
 def _wants_cookie(

@@ -43,7 +43,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class RequestState:
     """What one request has done so far; shared by all the code it runs."""
 
-    __slots__ = ("pinned", "wrote", "sticky", "checked", "incoming", "outer")
+    __slots__ = ("pinned", "wrote", "sticky", "checked", "incoming", "outer", "settled")
 
     def __init__(
         self,
@@ -64,6 +64,8 @@ class RequestState:
         self.incoming = incoming
         #: The request this state is nested in (``read_after`` in a request).
         self.outer = outer
+        #: The position a replica was chosen for (its replica has replayed it).
+        self.settled: int | None = None
 
 
 class _Fixed:
@@ -166,7 +168,7 @@ def route_read(router: object, model: object, **hints: object) -> str:
         sticky = request.sticky
         if sticky.rotation.current:
             return sticky.alias
-        return sticky.pick()
+        return _repick(request)
     if scope.replica is not None:
         return scope.replica.pick()
     if scope.primary or request.pinned is True:  # type: ignore[union-attr]
@@ -174,6 +176,22 @@ def route_read(router: object, model: object, **hints: object) -> str:
     from .tokens import read_alias_after
 
     return read_alias_after(request)  # type: ignore[arg-type]
+
+
+def _repick(request: RequestState) -> str:
+    """The request's replica after the rotation changed."""
+    sticky = request.sticky
+    before = sticky.alias
+    alias = sticky.pick()
+    if alias != before and request.settled is not None:
+        # The replica that had replayed the request's token is gone: the
+        # next one must prove it has too.
+        request.pinned, request.settled = request.settled, None
+        request.checked = False
+        from .tokens import read_alias_after
+
+        return read_alias_after(request)
+    return alias
 
 
 def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:

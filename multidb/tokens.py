@@ -9,6 +9,7 @@ exactly as django-multidb-router 0.11 did, so nothing is less safe than it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Final
 
@@ -132,10 +133,16 @@ def read_alias_after(request: RequestState) -> str:
     current = replicas.rotation()
     known = _known_positions()
     sticky = request.sticky
-    for alias in (sticky.alias, *sorted(current.usable)):
+    # The request's own replica first (picked in rotation, as any request
+    # picks one), so that token reads spread over the replicas that have
+    # replayed the token instead of all going to the first one by name.
+    for alias in (sticky.pick(), *sorted(current.usable)):
         if alias in current.usable and known.get(alias, -1) >= position:
             return _settle(request, alias, current)
-    if request.checked:
+    if request.checked or _on_event_loop():
+        # Django forbids queries on an event loop's thread (``QuerySet.db``
+        # in an async view): read the primary, and leave the one check to a
+        # read in a worker thread.
         return DEFAULT_DB_ALIAS
     request.checked = True
     alias = sticky.pick()
@@ -147,18 +154,31 @@ def read_alias_after(request: RequestState) -> str:
     return DEFAULT_DB_ALIAS
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def stricter(a: bool | int, b: bool | int) -> bool | int:
+    """The pin that keeps reads at least as fresh as both ``a`` and ``b``."""
+    if a is True or b is True:
+        return True
+    if a is False:
+        return b
+    if b is False:
+        return a
+    return max(a, b)
+
+
 def _settle(request: RequestState, alias: str, current: replicas.Rotation) -> str:
+    request.settled = request.pinned
     request.pinned = False
     request.sticky.alias = alias
     request.sticky.rotation = current
     return alias
-
-
-def replayed_everywhere(position: int) -> bool:
-    """Whether every replica in rotation is known to have replayed ``position``."""
-    known = _known_positions()
-    usable = replicas.rotation().usable
-    return bool(usable) and all(known.get(alias, -1) >= position for alias in usable)
 
 
 def write_token() -> str | None:
@@ -193,10 +213,19 @@ class ReadAfter(_Override):
 
     def _child(self, scope: Scope) -> Scope:
         if self.token is None:
-            return Scope(scope.primary, scope.replica, scope.request, scope)
+            return Scope(
+                scope.primary, scope.replica, scope.request, scope, scope.unpinned
+            )
         pinned = pin_for(self.token)
+        outer = scope.request
+        if outer is not None and not scope.unpinned:
+            # Never less fresh than the enclosing request: its own write (or
+            # time pin, or token) still counts inside the block.
+            pinned = stricter(pinned, outer.pinned)
         state = RequestState(pinned, outer=scope.request)
-        return Scope(scope.primary, scope.replica, state, scope)
+        # The token replaces a forced replica (the innermost block wins), but
+        # never a forced primary: the block must not read less fresh data.
+        return Scope(scope.primary, None, state, scope)
 
     def __call__(self, func: Any) -> Any:
         return self._decorate(func)

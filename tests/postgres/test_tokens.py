@@ -743,6 +743,12 @@ async def test_awrite_token_in_an_async_view(pg_cluster, worker_connections):
 # --- each token is judged on its own ------------------------------------------
 
 
+def replayed_everywhere(position: int) -> bool:
+    """Whether the health registry has seen every replica past ``position``."""
+    known = health.registry.replay_positions()
+    return len(known) == 2 and all(seen >= position for seen in known.values())
+
+
 def test_each_token_is_judged_on_its_own_and_a_replayed_one_uses_every_replica(
     faults, pg_cluster
 ):
@@ -752,7 +758,7 @@ def test_each_token_is_judged_on_its_own_and_a_replayed_one_uses_every_replica(
     pause_both(faults)
     token_b = cookie_token(user_b.post("/create/", {"name": "b-row"}))
     position_a, position_b = tokens.pin_for(token_a), tokens.pin_for(token_b)
-    assert not tokens.replayed_everywhere(position_a)  # nothing known yet
+    assert not replayed_everywhere(position_a)  # nothing known yet
     health.probe_now()
 
     with Queries() as a_queries:
@@ -761,8 +767,8 @@ def test_each_token_is_judged_on_its_own_and_a_replayed_one_uses_every_replica(
     c_read = find(user_c, "b-row")
 
     # Every replica has replayed A's token: A reads both replicas, no checks.
-    assert tokens.replayed_everywhere(position_a)
-    assert not tokens.replayed_everywhere(position_b)
+    assert replayed_everywhere(position_a)
+    assert not replayed_everywhere(position_b)
     assert {a["port"] for a in a_reads} == REPLICA_PORTS
     assert all(a["found"] for a in a_reads)
     assert a_queries.containing(REPLAY_QUERY) == []
@@ -779,7 +785,7 @@ def test_each_token_is_judged_on_its_own_and_a_replayed_one_uses_every_replica(
     # One replica caught up with B: B reads only that one; A is unchanged.
     assert {(b["found"], b["port"]) for b in b_reads} == {(True, port("replica2"))}
     assert {a["port"] for a in a_reads} == REPLICA_PORTS
-    assert not tokens.replayed_everywhere(position_b)
+    assert not replayed_everywhere(position_b)
 
 
 # --- a check that fails reads the primary, never fails the request ------------
@@ -854,3 +860,27 @@ def test_write_token_in_an_aborted_transaction_logs_and_returns_none(caplog):
     assert token is None
     assert "could not read the primary's position" in caplog.text
     assert type(tokens.pin_for(multidb.write_token())) is int  # fine afterwards
+
+
+def test_a_request_whose_replica_leaves_the_rotation_checks_the_next_one(faults):
+    """Settled on a replica that had the write, the request loses it mid-way:
+    the next replica must prove it has replayed the token too."""
+    faults.pause("replica2")
+    Item.objects.create(name="moved")
+    position = tokens.pin_for(multidb.write_token())
+    health.probe_now()  # replica1 is past the token, replica2 is not
+    from multidb.replicas import exclude
+
+    token = begin_request(position)
+    try:
+        first = Item.objects.filter(name="moved").db
+        exclude(["replica1"])
+        with CaptureQueriesContext(connections["replica2"]) as checks:
+            second = Item.objects.filter(name="moved").db
+            found = Item.objects.filter(name="moved").exists()
+    finally:
+        end_request(token)
+        exclude([])
+
+    assert (first, second, found) == ("replica1", "default", True)
+    assert [q["sql"] for q in checks.captured_queries if REPLAY_QUERY in q["sql"]]
