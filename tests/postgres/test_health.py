@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import re
 import threading
 import time
@@ -450,3 +451,41 @@ def test_a_statement_timeout_on_the_primary_does_not_take_the_replica_out(
     assert response.status_code == 500
     assert replicas.rotation().usable == {"replica1", "replica2"}
     assert replica_signals == []
+
+
+def test_a_forked_worker_probes_with_a_thread_and_connections_of_its_own(
+    pg_cluster, wait_until
+):
+    """gunicorn --preload forks after the parent has routed (and so started a
+    prober): the child must start its own prober on its first read, and never
+    use the parent's probe connections."""
+    with override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=0.1):
+        replicas.rotation()
+        wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
+        parent_registry = health.registry
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            code = 1
+            try:
+                fresh = health.registry is not parent_registry and not prober_threads()
+                # The parent's sockets are the parent's: forget, never close.
+                for connection in connections.all(initialized_only=True):
+                    connection.connection = None
+                read_port()  # first routing in the child starts its prober
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not any(
+                    s.last_checked for s in health.registry.statuses()
+                ):
+                    time.sleep(0.05)
+                probed = all(s.state == "ok" for s in health.registry.statuses())
+                code = 0 if (fresh and prober_threads() and probed) else 2
+            finally:
+                os.write(write_end, bytes([code]))
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            reported = pipe.read(1)
+        _, status = os.waitpid(pid, 0)
+    assert reported == b"\x00"
+    assert os.waitstatus_to_exitcode(status) == 0
