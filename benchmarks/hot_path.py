@@ -1,10 +1,20 @@
-"""Cost of one routing decision, ours against the seed (django-multidb-router 0.11).
+"""Section 1: the cost of one routing decision, ours against the seed.
 
-Interleaved rounds: every candidate runs once per round, in the same
-process, so machine noise hits all of them alike.  Prints the median time
-per call and the ratio to the seed's ``PinningReplicaRouter``.
+The seed is django-multidb-router 0.11, loaded side by side as
+``multidb_seed`` (see ``benchmarks/seed.py``).  Interleaved rounds: every
+candidate runs one timed block per round, in the same process, so machine
+noise hits all of them alike.  Each figure is the median over rounds of the
+time per call, with the 10th-90th percentile range over rounds.
 
-    ./run.sh bench            # or: python benchmarks/hot_path.py [--quick]
+Three groups:
+
+* ``db_for_read(Model)`` called on the router directly;
+* the same through ``django.db.router.db_for_read(Model)``, Django's
+  ``ConnectionRouter`` loop, which every query goes through;
+* ours with 1, 2, 8 and 32 replicas in rotation.
+
+    ./run.sh bench            # all sections; or, this one alone:
+    .venv/bin/python -m benchmarks.hot_path [--quick]
 """
 
 from __future__ import annotations
@@ -12,143 +22,389 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script: python benchmarks/hot_path.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import django  # noqa: E402
-from django.conf import settings  # noqa: E402
-
+from benchmarks.common import (  # noqa: E402
+    DEFAULT_REPLICAS,
+    REPLICAS,
+    configure,
+    header,
+    ns,
+    spread,
+    verdict,
+)
 from benchmarks.seed import install_seed  # noqa: E402
 
-_SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+#: A call: the bound method and the model it routes.
+Call = tuple[Callable[[Any], object], Any]
+#: Puts the routing state in place (untimed) and returns the call to time.
+Setup = Callable[[], Call]
+
+DIRECT = "db_for_read(Model) on the router"
+THROUGH_DJANGO = "django.db.router.db_for_read(Model) (ConnectionRouter loop)"
+BY_COUNT = "ours against the number of replicas in rotation"
+REPLICA_COUNTS = (1, 2, 8, 32)
+
+#: A made-up primary position for the token benchmarks (an LSN as an int).
+POSITION = 0x16_B374_D848
 
 
-def configure() -> None:
-    settings.configure(
-        DATABASES={"default": _SQLITE, "replica1": _SQLITE, "replica2": _SQLITE},
-        REPLICA_DATABASES=["replica1", "replica2"],
-        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
-    )
-    django.setup()
+class ConstantRouter:
+    """The floor: a router that decides nothing."""
+
+    def db_for_read(self, model: object, **hints: object) -> str:
+        return "replica1"
 
 
-def measure(
-    candidates: dict[str, Callable[[], object]], calls: int, rounds: int
-) -> dict[str, dict[str, float]]:
-    samples: dict[str, list[float]] = {name: [] for name in candidates}
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for name, setup_and_run in candidates.items():
-                run = setup_and_run()
-                start = time.perf_counter_ns()
-                for _ in range(calls):
-                    run()
-                samples[name].append((time.perf_counter_ns() - start) / calls)
-    finally:
-        gc.enable()
-    return {
-        name: {
-            "median_ns": statistics.median(values),
-            "p10_ns": statistics.quantiles(values, n=10)[0],
-            "p90_ns": statistics.quantiles(values, n=10)[-1],
-        }
-        for name, values in samples.items()
+def use_replicas(aliases: list[str]) -> None:
+    """Put exactly ``aliases`` in our rotation (the seed's is built once)."""
+    from django.conf import settings
+    from django.core.signals import setting_changed
+
+    if list(settings.REPLICA_DATABASES) != aliases:
+        settings.REPLICA_DATABASES = aliases
+        setting_changed.send(
+            sender=type(settings),
+            setting="REPLICA_DATABASES",
+            value=aliases,
+            enter=True,
+        )
+
+
+def publish_positions(aliases: list[str], position: int) -> None:
+    """Make our health registry believe ``aliases`` have replayed ``position``.
+
+    A stand-in for the prober, for timing only: the routing code reads these
+    statuses exactly as it reads the prober's, and no claim about real
+    replication is made from it (that is section 3's job, on a real cluster).
+    """
+    from multidb import health
+    from multidb.positions import format_lsn
+
+    statuses = {
+        alias: health.DatabaseStatus(
+            alias,
+            "replica",
+            health.OK,
+            reachable=True,
+            is_replica=True,
+            replay_position=format_lsn(position),
+        )
+        for alias in aliases
     }
+    with health.registry._lock:
+        health.registry._statuses.clear()
+        health.registry._statuses.update(statuses)
 
 
-def candidates() -> dict[str, Callable[[], object]]:
+def candidates() -> list[tuple[str, str, Setup]]:
+    """``(group, name, setup)`` for every candidate, in table order."""
+    import django.db
     import multidb_seed  # type: ignore[import-not-found]
     import multidb_seed.pinning  # type: ignore[import-not-found]
     from django.contrib.auth.models import User
     from django.db import connections
 
-    from multidb import PinningReplicaRouter
+    from multidb import PinningReplicaRouter, replicas
     from multidb import pinning as ours_pinning
 
     connections["default"].ensure_connection()
-    seed, ours = multidb_seed.PinningReplicaRouter(), PinningReplicaRouter()
+    floor = ConstantRouter()
+    seed_replica = multidb_seed.ReplicaRouter()
+    seed = multidb_seed.PinningReplicaRouter()
+    ours = PinningReplicaRouter()
+    django_router = django.db.router
 
-    class ConstantRouter:
-        def db_for_read(self, model: object, **hints: object) -> str:
-            return "replica1"
+    def via_django(router: object) -> Callable[[Any], object]:
+        # Replace what DATABASE_ROUTERS gave the global ConnectionRouter: the
+        # timed call is django.db.router.db_for_read itself.
+        django_router.__dict__["routers"] = [router]
+        return django_router.db_for_read
 
-    floor, seed_replica = ConstantRouter(), multidb_seed.ReplicaRouter()
+    def direct(router: object) -> Callable[[Any], object]:
+        return router.db_for_read  # type: ignore[attr-defined, no-any-return]
 
-    def seed_state(pinned: bool) -> Callable[[], object]:
-        def setup() -> Callable[[], object]:
+    def constant(wrap: Callable[[object], Callable[[Any], object]]) -> Setup:
+        return lambda: (wrap(floor), User)
+
+    def seed_state(
+        router: object, pinned: bool, wrap: Callable[[object], Callable[[Any], object]]
+    ) -> Setup:
+        def setup() -> Call:
             if pinned:
                 multidb_seed.pinning.pin_this_thread()
             else:
                 multidb_seed.pinning.unpin_this_thread()
-            return lambda: seed.db_for_read(User)
+            return wrap(router), User
 
         return setup
 
-    def ours_state(request: bool, pinned: bool) -> Callable[[], object]:
-        def setup() -> Callable[[], object]:
+    def ours_state(
+        state: str,
+        wrap: Callable[[object], Callable[[Any], object]] = direct,
+        aliases: list[str] = DEFAULT_REPLICAS,
+    ) -> Setup:
+        def setup() -> Call:
+            use_replicas(aliases)
+            replicas.rotation()  # built: the registry is warm
             ours_pinning._scope.set(ours_pinning._ROOT)
-            if request:
-                ours_pinning.begin_request(pinned)
-            elif pinned:
+            if state == "unpinned":
+                pass
+            elif state == "pinned":
                 ours_pinning.pin_this_thread()
-            ours.db_for_read(User)
-            return lambda: ours.db_for_read(User)
+            elif state == "request":
+                ours_pinning.begin_request(False)
+            elif state == "request pinned":
+                ours_pinning.begin_request(True)
+            elif state == "token settled":
+                publish_positions(aliases, POSITION + 1)
+                ours_pinning.begin_request(POSITION)
+            elif state == "token waiting":
+                # No replica has replayed the token yet, and the one check
+                # by query is done (as after a first read in a worker
+                # thread): every read asks the registry again, then reads
+                # the primary.
+                publish_positions(aliases, POSITION - 1)
+                ours_pinning.begin_request(POSITION)
+                ours_pinning.current_request().checked = True  # type: ignore[union-attr]
+            else:  # pragma: no cover - a typo in this file
+                raise ValueError(state)
+            call = wrap(ours)
+            first = call(User)  # the request picks (and settles on) its replica
+            request = ours_pinning.current_request()
+            if state == "token settled":
+                assert first in aliases and request and request.settled == POSITION
+            elif state == "token waiting":
+                assert first == "default" and request and request.pinned == POSITION
+            return call, User
 
         return setup
 
+    rows: list[tuple[str, str, Setup]] = [
+        (DIRECT, "floor: constant router", constant(direct)),
+        (DIRECT, "seed ReplicaRouter", lambda: (seed_replica.db_for_read, User)),
+        (DIRECT, "seed unpinned", seed_state(seed, False, direct)),
+        (DIRECT, "seed pinned", seed_state(seed, True, direct)),
+        (DIRECT, "ours unpinned", ours_state("unpinned")),
+        (DIRECT, "ours unpinned, in a request", ours_state("request")),
+        (DIRECT, "ours pinned", ours_state("pinned")),
+        (DIRECT, "ours pinned, in a request", ours_state("request pinned")),
+        (DIRECT, "ours token, settled on a replica", ours_state("token settled")),
+        (DIRECT, "ours token, no replica caught up", ours_state("token waiting")),
+        (THROUGH_DJANGO, "floor: constant router", constant(via_django)),
+        (THROUGH_DJANGO, "seed unpinned", seed_state(seed, False, via_django)),
+        (THROUGH_DJANGO, "seed pinned", seed_state(seed, True, via_django)),
+        (THROUGH_DJANGO, "ours unpinned", ours_state("unpinned", via_django)),
+        (
+            THROUGH_DJANGO,
+            "ours unpinned, in a request",
+            ours_state("request", via_django),
+        ),
+        (
+            THROUGH_DJANGO,
+            "ours pinned, in a request",
+            ours_state("request pinned", via_django),
+        ),
+    ]
+    for count in REPLICA_COUNTS:
+        aliases = REPLICAS[:count]
+        for state, label in [
+            ("unpinned", "unpinned"),
+            ("request", "in a request"),
+            ("token waiting", "token, none caught up"),
+        ]:
+            name = f"{count:2} replicas, {label}"
+            rows.append((BY_COUNT, name, ours_state(state, aliases=aliases)))
+    return rows
+
+
+def _time_block(call: Call, calls: int) -> float:
+    """Nanoseconds per call over ``calls`` calls."""
+    fn, model = call
+    loop = range(calls)
+    start = time.perf_counter_ns()
+    for _ in loop:
+        fn(model)
+    return (time.perf_counter_ns() - start) / calls
+
+
+def measure_rows(
+    rows: list[tuple[str, str, Setup]], rounds: int, block_ns: float
+) -> dict[str, dict[str, Any]]:
+    """Per-call figures for every row; each timed block lasts about ``block_ns``.
+
+    A first, untimed round sizes each row's block (so a slow path gets as
+    much wall time as a fast one), then ``rounds`` interleaved rounds.
+    """
+    calls: dict[tuple[str, str], int] = {}
+    for group, name, setup in rows:
+        per_call = _time_block(setup(), 2000)
+        calls[group, name] = max(200, min(200_000, int(block_ns / per_call)))
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for group, name, setup in rows:
+                call = setup()
+                samples[group, name].append(_time_block(call, calls[group, name]))
+    finally:
+        gc.enable()
+        use_replicas(DEFAULT_REPLICAS)
     return {
-        "floor: constant router": lambda: lambda: floor.db_for_read(User),
-        "seed ReplicaRouter": lambda: lambda: seed_replica.db_for_read(User),
-        "seed PinningReplicaRouter unpinned": seed_state(False),
-        "seed PinningReplicaRouter pinned": seed_state(True),
-        "ours unpinned": ours_state(request=False, pinned=False),
-        "ours unpinned, in a request": ours_state(request=True, pinned=False),
-        "ours pinned": ours_state(request=False, pinned=True),
-        "ours pinned, in a request": ours_state(request=True, pinned=True),
+        f"{group} | {name}": {
+            **{f"{k}_ns": v for k, v in spread(values).items()},
+            "calls_per_round": calls[group, name],
+        }
+        for (group, name), values in samples.items()
     }
+
+
+def _median(results: dict[str, dict[str, float]], group: str, name: str) -> float:
+    return results[f"{group} | {name}"]["median_ns"]
+
+
+def measure(quick: bool = False) -> dict[str, Any]:
+    """Measure section 1; returns JSON-able results (``print_report`` prints them)."""
+    install_seed()
+    configure(aliases=max(REPLICA_COUNTS))
+    rounds, block_ns = (31, 2e6) if quick else (61, 6e6)
+    rows = candidates()
+    results = measure_rows(rows, rounds, block_ns)
+
+    def m(group: str, name: str) -> float:
+        return _median(results, group, name)
+
+    # Ratios: each row against its seed counterpart, and against the floor.
+    comparisons: dict[str, dict[str, str]] = {}
+    for group, name, _ in rows:
+        if group == BY_COUNT:
+            label = name.partition(" replicas, ")[2]
+            comparisons[f"{group} | {name}"] = {
+                "vs": f"{REPLICA_COUNTS[0]:2} replicas, {label}"
+            }  # shown as "1 replica"
+            continue
+        entry = {"floor": "floor: constant router"}
+        if name.startswith("ours"):
+            pinned = "pinned" in name and "unpinned" not in name
+            entry["vs"] = "seed pinned" if pinned else "seed unpinned"
+        comparisons[f"{group} | {name}"] = entry
+    for key, entry in comparisons.items():
+        group, _, name = key.partition(" | ")
+        figures = results[key]
+        if "vs" in entry:
+            figures["vs"] = entry["vs"]  # type: ignore[assignment]
+            figures["ratio_vs"] = figures["median_ns"] / m(group, entry["vs"])
+        if "floor" in entry:
+            figures["ratio_floor"] = figures["median_ns"] / m(group, entry["floor"])
+
+    targets = []
+    for group in (DIRECT, THROUGH_DJANGO):
+        for name, versus in [
+            ("ours unpinned", "seed unpinned"),
+            ("ours unpinned, in a request", "seed unpinned"),
+            ("ours pinned", "seed pinned"),
+            ("ours pinned, in a request", "seed pinned"),
+        ]:
+            if f"{group} | {name}" not in results:
+                continue
+            ratio = m(group, name) / m(group, versus)
+            targets.append(
+                {
+                    "group": group,
+                    "target": f"{name} <= 1.0x {versus}",
+                    "ratio": ratio,
+                    "limit": 1.0,
+                    "verdict": verdict(ratio, 1.0),
+                }
+            )
+    for name in [
+        "ours unpinned",
+        "ours unpinned, in a request",
+        "ours pinned",
+        "ours pinned, in a request",
+        "ours token, settled on a replica",
+    ]:
+        ratio = m(DIRECT, name) / m(DIRECT, "floor: constant router")
+        targets.append(
+            {
+                "group": DIRECT,
+                "target": f"{name} <= 2.0x the constant-router floor",
+                "ratio": ratio,
+                "limit": 2.0,
+                "verdict": verdict(ratio, 2.0),
+            }
+        )
+    return {
+        "rounds": rounds,
+        "block_ms": block_ns / 1e6,
+        "results": results,
+        "targets": targets,
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure section 1 and print its table."""
+    report = measure(quick)
+    print_report(report)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    results = report["results"]
+    print()
+    print(
+        header(
+            "Section 1 - hot path: time per routing decision, median of"
+            f" {report['rounds']} interleaved rounds (p10-p90 over rounds)"
+        )
+    )
+    group_now = None
+    for key in results:
+        group, _, name = key.partition(" | ")
+        if group != group_now:
+            group_now = group
+            print(f"\n  {group}")
+            print(
+                f"  {'candidate':36} {'median':>8} {'p10-p90':>17}"
+                f" {'ratio':>7}  {'to':24} {'x floor':>7}"
+            )
+        figures = results[f"{group} | {name}"]
+        spread_text = f"{ns(figures['p10_ns'])}-{ns(figures['p90_ns'])}"
+        ratio = f"{figures['ratio_vs']:6.2f}x" if "ratio_vs" in figures else ""
+        versus = figures.get("vs", "") if ratio else ""
+        if group == BY_COUNT:
+            versus = f"{REPLICA_COUNTS[0]} replica(s), same state"
+        floor = f"{figures['ratio_floor']:6.2f}x" if "ratio_floor" in figures else ""
+        print(
+            f"  {name:36} {ns(figures['median_ns']):>8} {spread_text:>17}"
+            f" {ratio:>7}  {versus:24} {floor:>7}"
+        )
+    print("\n  Targets (reported, never asserted):")
+    for target in report["targets"]:
+        where = "direct" if target["group"] == DIRECT else "via django.db.router"
+        print(
+            f"  {target['verdict']}  {target['ratio']:5.2f}x  {target['target']}"
+            f" ({where})"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-
-    install_seed()
-    configure()
-    rounds, calls = (15, 20_000) if args.quick else (41, 50_000)
-    results = measure(candidates(), calls, rounds)
-
-    base_unpinned = results["seed PinningReplicaRouter unpinned"]["median_ns"]
-    base_pinned = results["seed PinningReplicaRouter pinned"]["median_ns"]
-    print(
-        f"db_for_read(Model): median of {rounds} interleaved rounds of {calls} calls"
-        f" (Python {platform.python_version()}, Django {django.__version__},"
-        f" {os.cpu_count()} CPUs)"
-    )
-    print(f"{'candidate':40} {'median':>9} {'p10-p90':>15} {'vs seed':>8}")
-    for name, figures in results.items():
-        base = (
-            base_pinned
-            if "pinned" in name and "unpinned" not in name
-            else base_unpinned
-        )
-        print(
-            f"{name:40} {figures['median_ns']:7.0f}ns"
-            f" {figures['p10_ns']:6.0f}-{figures['p90_ns']:<6.0f}ns"
-            f" {figures['median_ns'] / base:7.2f}x"
-        )
+    report = run(args.quick)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
