@@ -1,21 +1,46 @@
-"""Every ``MULTIDB_*`` setting and its default, read live from ``django.conf``.
+"""Every ``MULTIDB_*`` setting and its default, read from ``django.conf``.
 
-Each value is a property so that ``override_settings`` takes effect at once.
-Values are returned as configured; ``multidb.checks`` reports bad ones.
+Each value is a property.  Values are cached, because reading a setting
+that is not set costs about 2 µs (Django raises and catches AttributeError)
+and the middleware reads several per request; the cache is cleared on
+``setting_changed``, so ``override_settings`` takes effect at once.  Values
+are returned as configured; ``multidb.checks`` reports bad ones.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULT_DB_ALIAS = "default"
 
 #: Names of the settings that define the replica set.
 REPLICA_SETTINGS = frozenset({"REPLICA_DATABASES", "SLAVE_DATABASES", "DATABASES"})
+
+
+T = TypeVar("T")
+
+_cache: dict[str, Any] = {}
+
+
+def _setting(name: str, default: T) -> T:
+    """``settings.<name>``, or ``default``; the caller's type, unchecked."""
+    try:
+        return cast(T, _cache[name])
+    except KeyError:
+        value = _cache[name] = getattr(settings, name, default)
+        return cast(T, value)
+
+
+def _clear_cache(**kwargs: Any) -> None:
+    _cache.clear()
+
+
+setting_changed.connect(_clear_cache)
 
 
 class Settings:
@@ -41,60 +66,60 @@ class Settings:
 
     @property
     def PINNING_COOKIE(self) -> str:  # noqa: N802
-        return getattr(settings, "MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
+        return _setting("MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
 
     @property
     def PINNING_SECONDS(self) -> int:  # noqa: N802
-        return int(getattr(settings, "MULTIDB_PINNING_SECONDS", 15))
+        return int(_setting("MULTIDB_PINNING_SECONDS", 15))
 
     @property
     def PINNING_COOKIE_SECURE(self) -> bool:  # noqa: N802
-        return getattr(settings, "MULTIDB_PINNING_COOKIE_SECURE", False)
+        return _setting("MULTIDB_PINNING_COOKIE_SECURE", False)
 
     @property
     def PINNING_COOKIE_HTTPONLY(self) -> bool:  # noqa: N802
-        return getattr(settings, "MULTIDB_PINNING_COOKIE_HTTPONLY", False)
+        return _setting("MULTIDB_PINNING_COOKIE_HTTPONLY", False)
 
     @property
     def PINNING_COOKIE_SAMESITE(self) -> str | None:  # noqa: N802
-        return getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
+        return _setting("MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
 
     @property
     def PINNING_MODE(self) -> str:  # noqa: N802
         """``"auto"``: pin by position where the primary has positions, else by
         time; ``"time"``: always by time, exactly as django-multidb-router."""
-        return getattr(settings, "MULTIDB_PINNING_MODE", "auto")
+        return _setting("MULTIDB_PINNING_MODE", "auto")
 
     @property
     def PIN_UNSAFE_METHODS(self) -> bool:  # noqa: N802
-        return getattr(settings, "MULTIDB_PIN_UNSAFE_METHODS", True)
+        return _setting("MULTIDB_PIN_UNSAFE_METHODS", True)
 
     @property
     def PINNING_HEADER(self) -> str | None:  # noqa: N802
         """A request header that may carry the token, e.g. ``"X-Multidb-Token"``."""
-        return getattr(settings, "MULTIDB_PINNING_HEADER", None)
+        return _setting("MULTIDB_PINNING_HEADER", None)
 
     @property
     def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
         """Seconds between background probes; ``None`` turns health checks off."""
-        return getattr(settings, "MULTIDB_HEALTH_CHECK_INTERVAL", 1.0)
+        return _setting("MULTIDB_HEALTH_CHECK_INTERVAL", 1.0)
 
     @property
     def HEALTH_CHECK_TIMEOUT(self) -> float:  # noqa: N802
-        return getattr(settings, "MULTIDB_HEALTH_CHECK_TIMEOUT", 1.0)
+        return _setting("MULTIDB_HEALTH_CHECK_TIMEOUT", 1.0)
 
     @property
     def REPLICA_MAX_LAG(self) -> float | None:  # noqa: N802
-        return getattr(settings, "MULTIDB_REPLICA_MAX_LAG", 30)
+        return _setting("MULTIDB_REPLICA_MAX_LAG", 30)
 
     @property
     def REPLICA_MAX_LAG_BYTES(self) -> int | None:  # noqa: N802
-        return getattr(settings, "MULTIDB_REPLICA_MAX_LAG_BYTES", None)
+        return _setting("MULTIDB_REPLICA_MAX_LAG_BYTES", None)
 
     @property
     def HEALTH_MIN_REPLICAS(self) -> int:  # noqa: N802
         """Usable replicas the health view needs to answer 200."""
-        return getattr(settings, "MULTIDB_HEALTH_MIN_REPLICAS", 1)
+        return _setting("MULTIDB_HEALTH_MIN_REPLICAS", 1)
 
 
 conf = Settings()

@@ -48,16 +48,21 @@ def pinning_seconds() -> int:
 
 def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
     """The request's pin, and the valid token it carries (to pass on)."""
-    values = [request.COOKIES.get(conf.PINNING_COOKIE)]
-    header = conf.PINNING_HEADER
-    if header:
-        values.append(request.headers.get(header) or None)
+    cookie = request.COOKIES.get(conf.PINNING_COOKIE)
+    header_name = conf.PINNING_HEADER
+    header = (request.headers.get(header_name) or None) if header_name else None
     unsafe = request.method not in READ_ONLY_METHODS
+    if cookie is None and header is None:
+        return unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"), None
     if conf.PINNING_MODE == "time":
-        return unsafe or any(value is not None for value in values), None
+        return True, None
     if unsafe and conf.PIN_UNSAFE_METHODS:
         return True, None
-    pins = [(tokens.pin_for(value), value) for value in values if value is not None]
+    pins = [
+        (tokens.pin_for(value), value)
+        for value in (cookie, header)
+        if value is not None
+    ]
     # A cookie and a header: follow the stricter of the two.
     none: bool | int = False
     pin = functools.reduce(tokens.stricter, (found for found, _ in pins), none)
