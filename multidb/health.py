@@ -121,6 +121,8 @@ class Registry:
         self._in_flight: set[str] = set()
         self._history: deque[tuple[float, int]] = deque(maxlen=HISTORY)
         self._statuses: dict[str, DatabaseStatus] = {}
+        #: Replaced, never changed, whenever ``_statuses`` changes.
+        self._positions: dict[str, int] = {}
         self._none_usable = False
 
     # --- reading -----------------------------------------------------------
@@ -276,6 +278,7 @@ class Registry:
         with self._lock:
             previous = dict(self._statuses)
             self._statuses.update((status.alias, status) for status in statuses)
+            self._positions = _positions(self._statuses)
         for status in statuses:
             if status.role == "replica":
                 _announce(previous.get(status.alias), status)
@@ -323,6 +326,7 @@ class Registry:
                 last_checked=datetime.now(timezone.utc), reason=reason,
             )  # fmt: skip
             self._statuses[alias] = status
+            self._positions = _positions(self._statuses)
         _announce(previous, status)
         self._apply()
         _worker.wake()
@@ -333,13 +337,7 @@ class Registry:
         Positions only grow, so a stale one still proves that a replica has
         replayed at least that far.
         """
-        with self._lock:
-            known = list(self._statuses.values())
-        return {
-            status.alias: parse_lsn(status.replay_position)
-            for status in known
-            if status.role == "replica" and status.replay_position is not None
-        }
+        return self._positions
 
     def forget(self) -> None:
         """Drop every status, and close every probe connection (for tests).
@@ -349,12 +347,21 @@ class Registry:
         """
         with self._lock:
             self._statuses.clear()
+            self._positions = {}
             self._history.clear()
             self._in_flight.clear()
             self._none_usable = False
             stale, self._connections = self._connections, {}
         for connection in stale.values():
             connection.close()
+
+
+def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:
+    return {
+        status.alias: parse_lsn(status.replay_position)
+        for status in statuses.values()
+        if status.role == "replica" and status.replay_position is not None
+    }
 
 
 def _databases() -> list[tuple[str, str]]:

@@ -137,9 +137,13 @@ class PinningRouterMiddleware:
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
             if _wants_cookie(request, response, current_request()):
-                # The position query is database work: it runs where the
-                # request's sync code ran, not on the event loop.
-                _set_cookie(response, await sync_to_async(_cookie_value)())
+                if conf.PINNING_MODE == "auto" and tokens.has_positions():
+                    # The position query is database work: it runs where
+                    # the request's sync code ran, not on the event loop.
+                    value = await sync_to_async(_cookie_value)()
+                else:
+                    value = tokens.LEGACY_VALUE
+                _set_cookie(response, value)
             return response
         finally:
             end_request(token)

@@ -173,9 +173,30 @@ def route_read(router: object, model: object, **hints: object) -> str:
         return scope.replica.pick()
     if scope.primary or request.pinned is True:  # type: ignore[union-attr]
         return DEFAULT_DB_ALIAS
-    from .tokens import read_alias_after
+    return _read_alias_after(request)  # type: ignore[arg-type]
 
-    return read_alias_after(request)  # type: ignore[arg-type]
+
+_after: Callable[[RequestState], str] | None = None
+
+
+def _read_alias_after(request: RequestState) -> str:
+    """Where a read waiting for a position goes: ``multidb.tokens`` decides."""
+    global _after
+    after = _after
+    if after is None:
+        from .tokens import read_alias_after
+
+        after = _after = read_alias_after
+    return after(request)
+
+
+def in_atomic() -> bool:
+    """``primary_in_atomic()``, through the fast path when it can."""
+    try:
+        in_atomic = _primary_storage.default.in_atomic_block
+    except AttributeError:
+        in_atomic = primary_in_atomic()
+    return in_atomic and primary_in_atomic()
 
 
 def _repick(request: RequestState) -> str:
@@ -188,9 +209,7 @@ def _repick(request: RequestState) -> str:
         # next one must prove it has too.
         request.pinned, request.settled = request.settled, None
         request.checked = False
-        from .tokens import read_alias_after
-
-        return read_alias_after(request)
+        return _read_alias_after(request)
     return alias
 
 

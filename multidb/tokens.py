@@ -24,7 +24,7 @@ from .pinning import (
     Scope,
     _Override,
     current_request,
-    primary_in_atomic,
+    in_atomic,
 )
 from .positions import adapter, format_lsn, parse_lsn
 
@@ -128,7 +128,7 @@ def read_alias_after(request: RequestState) -> str:
     read goes to the primary if it has not caught up.
     """
     position = request.pinned
-    if primary_in_atomic():
+    if in_atomic():
         return DEFAULT_DB_ALIAS
     current = replicas.rotation()
     known = _known_positions()
@@ -155,11 +155,7 @@ def read_alias_after(request: RequestState) -> str:
 
 
 def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return asyncio._get_running_loop() is not None
 
 
 def stricter(a: bool | int, b: bool | int) -> bool | int:

@@ -10,6 +10,7 @@ caught up is tested on the real cluster, in ``tests/postgres/test_tokens.py``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import pytest
@@ -403,3 +404,25 @@ async def test_awrite_token_in_an_async_view_where_the_primary_has_no_positions(
     assert wrote.cookies[COOKIE].value == "y"
     assert read.json()["token"] is None
     assert COOKIE not in read.cookies
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_position_read_in_a_thread_without_a_primary_connection_reads_the_primary():
+    """SQLite replicas report no position, so no replica can prove it has the
+    write: the read goes to the primary, even from a thread that has never
+    opened a connection to it (the transaction check must not fail there)."""
+    from multidb.pinning import begin_request, end_request
+
+    seen: list[str] = []
+
+    def route() -> None:
+        token = begin_request(12345)
+        try:
+            seen.append(Item.objects.all().db)
+        finally:
+            end_request(token)
+
+    thread = threading.Thread(target=route)
+    thread.start()
+    thread.join(10)
+    assert seen == ["default"]
