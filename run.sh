@@ -34,8 +34,14 @@ Commands:
                          behind a demo site: a scripted, self-checking
                          scenario of reads after writes; with --serve, the
                          site at http://127.0.0.1:8000/ until Ctrl-C.
-  bench [--quick]        The routing hot path against django-multidb-router
-                         0.11, loaded side by side (benchmarks/).
+  bench [--quick] [--check]
+                         Benchmarks against django-multidb-router 0.11,
+                         loaded side by side (benchmarks/README.md): the
+                         routing hot path, the middleware per request, and
+                         consistency under load on a real cluster.  Results
+                         go to benchmarks/results/latest.json.  --quick: a
+                         short run; --check: exit non-zero if a correctness
+                         figure fails (timings are never asserted).
   help                   Show this text.
 
 The virtualenv .venv is (re)built automatically whenever requirements.txt or
@@ -338,7 +344,14 @@ cmd_demo() {
 
 cmd_bench() {
     ensure_venv
-    "$VENV/bin/python" benchmarks/hot_path.py "$@"
+    # Section 3 (benchmarks/consistency.py, when present) starts a real
+    # PostgreSQL cluster: install the server binaries if they are missing.
+    # In a subshell, so that without them sections 1 and 2 still run (and
+    # section 3 reports why it could not).
+    if [[ -f benchmarks/consistency.py && -z $(find_pgbin) ]]; then
+        (ensure_postgres) || log "warning: no PostgreSQL; section 3 will fail"
+    fi
+    "$VENV/bin/python" -m benchmarks "$@"
 }
 
 main() {

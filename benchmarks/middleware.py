@@ -1,0 +1,490 @@
+"""Section 2: what ``PinningRouterMiddleware`` adds to a request, ours against the seed.
+
+Whole requests go through Django's own ``WSGIHandler`` (called with a WSGI
+environ and a ``start_response`` stub, the response iterated and closed as a
+server would) and ``ASGIHandler`` (driven with a scope and ``receive`` /
+``send`` coroutines on one event loop), to a trivial view that runs no query
+(a sync view under WSGI, an async one under ASGI), for GET and POST, with:
+
+* no middleware at all (the baseline);
+* the seed's ``multidb_seed.middleware.PinningRouterMiddleware``;
+* ours, ``multidb.middleware.PinningRouterMiddleware``.
+
+``MIDDLEWARE`` is read when a handler loads it, so each configuration gets a
+handler of its own.  Rounds are interleaved across all of them; a round's
+figure for one configuration is the median time of a block of requests, and
+the *added* cost of a middleware is, per round, its figure minus the
+baseline's in the same round.  The median and p10-p90 over rounds are
+reported.
+
+After them, figures for what the middleware does on PostgreSQL but not here
+(stand-ins), and for parts of ours (diagnostics).
+
+This module is also the benchmark's URLconf (``ROOT_URLCONF``).
+
+    .venv/bin/python -m benchmarks.middleware [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import io
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: python benchmarks/middleware.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from django.http import HttpRequest, HttpResponse  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from benchmarks.common import configure, header, ns, spread, verdict  # noqa: E402
+from benchmarks.seed import install_seed  # noqa: E402
+
+# --- the site under test ----------------------------------------------------
+
+
+def sync_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(b"ok")
+
+
+async def async_view(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(b"ok")
+
+
+urlpatterns = [path("sync/", sync_view), path("async/", async_view)]
+
+CONFIGS = {
+    "none": [],
+    "seed": ["multidb_seed.middleware.PinningRouterMiddleware"],
+    "ours": ["multidb.middleware.PinningRouterMiddleware"],
+}
+SERVERS = ("WSGI", "ASGI")
+METHODS = ("GET", "POST")
+BODY = {"GET": b"", "POST": b"title=hello"}
+COOKIE = "multidb_pin_writes"
+
+#: The added-cost targets: ours / seed at most this (reported, not asserted).
+TARGETS = {"WSGI": 1.0, "ASGI": 0.2}
+
+
+def build_handlers() -> dict[tuple[str, str], Any]:
+    """One loaded handler per (server, configuration)."""
+    from django.core.handlers.asgi import ASGIHandler
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test.utils import override_settings
+
+    handlers: dict[tuple[str, str], Any] = {}
+    for config, middleware in CONFIGS.items():
+        with override_settings(MIDDLEWARE=middleware):
+            handlers["WSGI", config] = WSGIHandler()
+            handlers["ASGI", config] = ASGIHandler()
+    return handlers
+
+
+# --- driving the handlers ---------------------------------------------------
+
+
+def wsgi_environ(method: str) -> dict[str, Any]:
+    body = BODY[method]
+    return {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": "/sync/",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "testserver",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def asgi_scope(method: str) -> dict[str, Any]:
+    body = BODY[method]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/async/",
+        "raw_path": b"/async/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+
+def wsgi_requests(
+    handler: Any, method: str, count: int, seen: list[Any] | None = None
+) -> list[int]:
+    """Serve ``count`` requests; the nanoseconds each took.
+
+    Each status and header list goes into ``seen``, if given.
+    """
+    base, body = wsgi_environ(method), BODY[method]
+    times: list[int] = []
+
+    def start_response(status: str, headers: list, exc_info: Any = None) -> None:
+        if seen is not None:
+            seen.append((status, headers))
+
+    clock = time.perf_counter_ns
+    for _ in range(count):
+        environ = base.copy()
+        environ["wsgi.input"] = io.BytesIO(body)
+        start = clock()
+        response = handler(environ, start_response)
+        for _chunk in response:
+            pass
+        response.close()
+        times.append(clock() - start)
+    return times
+
+
+async def asgi_requests(
+    app: Any, method: str, count: int, seen: list[Any] | None = None
+) -> list[int]:
+    """Serve ``count`` requests one after another; the nanoseconds each took.
+
+    Each ``http.response.start`` message goes into ``seen``, if given.
+    """
+    scope, body = asgi_scope(method), BODY[method]
+    times: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if seen is not None and message["type"] == "http.response.start":
+            seen.append(message)
+
+    clock = time.perf_counter_ns
+    for _ in range(count):
+        pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive(pending: list[dict[str, Any]] = pending) -> dict[str, Any]:
+            if pending:
+                return pending.pop()
+            # The client stays connected: Django cancels this wait when the
+            # response is done.
+            await asyncio.get_running_loop().create_future()
+            raise AssertionError("unreachable")
+
+        start = clock()
+        await app(scope, receive, send)
+        times.append(clock() - start)
+    return times
+
+
+class Runner:
+    """Times blocks of requests for every (server, method, configuration)."""
+
+    def __init__(self) -> None:
+        self.handlers = build_handlers()
+        self.loop = asyncio.new_event_loop()
+
+    def serve(
+        self,
+        server: str,
+        config: str,
+        method: str,
+        count: int,
+        seen: list[Any] | None = None,
+    ) -> list[int]:
+        handler = self.handlers[server, config]
+        if server == "WSGI":
+            return wsgi_requests(handler, method, count, seen)
+        return self.loop.run_until_complete(asgi_requests(handler, method, count, seen))
+
+    def block(self, server: str, config: str, method: str, count: int) -> float:
+        """The median time of ``count`` requests, in nanoseconds.
+
+        The median, not the mean: on a shared machine a request now and then
+        waits milliseconds for a CPU, which says nothing about a middleware.
+        """
+        return statistics.median(self.serve(server, config, method, count))
+
+    def check(self) -> None:
+        """Every configuration answers 200, and sets the pin cookie iff it should."""
+        for server in SERVERS:
+            for method in METHODS:
+                for config in CONFIGS:
+                    seen: list[Any] = []
+                    self.serve(server, config, method, 1, seen)
+                    (answer,) = seen
+                    if server == "WSGI":
+                        status, headers = answer
+                        ok = status.startswith("200")
+                        cookies = [v for k, v in headers if k.lower() == "set-cookie"]
+                    else:
+                        ok = answer["status"] == 200
+                        cookies = [
+                            v.decode()
+                            for k, v in answer["headers"]
+                            if k.lower() == b"set-cookie"
+                        ]
+                    pins = any(c.strip().startswith(f"{COOKIE}=") for c in cookies)
+                    expected = config != "none" and method == "POST"
+                    if not ok or pins != expected:
+                        raise RuntimeError(
+                            f"{server} {method} with {config} middleware: status ok"
+                            f" {ok}, pin cookie {pins} (expected {expected})"
+                        )
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def _rotated(items: Iterable[str], by: int) -> list[str]:
+    items = list(items)
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
+def measure_requests(
+    runner: Runner, rounds: int, block_ns: dict[str, float]
+) -> dict[str, Any]:
+    keys = [(s, m, c) for s in SERVERS for m in METHODS for c in CONFIGS]
+    counts = {}
+    for server, method, config in keys:
+        runner.block(server, config, method, 5)  # warm up
+        per_request = runner.block(server, config, method, 20)
+        counts[server, method, config] = max(5, int(block_ns[server] / per_request))
+    samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in keys}
+    gc.collect()
+    gc.disable()
+    try:
+        for round_number in range(rounds):
+            # Rotate the order of the configurations from round to round.
+            for server in SERVERS:
+                for method in METHODS:
+                    for config in _rotated(CONFIGS, round_number):
+                        key = (server, method, config)
+                        samples[key].append(
+                            runner.block(server, config, method, counts[key])
+                        )
+            gc.collect()  # between rounds, untimed
+    finally:
+        gc.enable()
+    results: dict[str, Any] = {}
+    for server in SERVERS:
+        for method in METHODS:
+            base = samples[server, method, "none"]
+            row: dict[str, Any] = {}
+            for config in CONFIGS:
+                values = samples[server, method, config]
+                row[config] = {
+                    **{f"{k}_ns": v for k, v in spread(values).items()},
+                    "requests_per_round": counts[server, method, config],
+                }
+                if config != "none":
+                    added = [t - b for t, b in zip(values, base, strict=True)]
+                    row[config]["added"] = {
+                        f"{k}_ns": v for k, v in spread(added).items()
+                    }
+            seed_added = row["seed"]["added"]["median_ns"]
+            ours_added = row["ours"]["added"]["median_ns"]
+            row["ratio_added_ours_to_seed"] = (
+                ours_added / seed_added if seed_added > 0 else None
+            )
+            results[f"{server} {method}"] = row
+    return results
+
+
+def _time_calls(
+    candidates: dict[str, Callable[[], object]], rounds: int, calls: int = 500
+) -> dict[str, dict[str, float]]:
+    """Interleaved rounds of ``calls`` calls of each candidate, per call."""
+    samples: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter_ns()
+            for _ in range(calls):
+                fn()
+            samples[name].append((time.perf_counter_ns() - start) / calls)
+    return {
+        name: {f"{k}_ns": v for k, v in spread(values).items()}
+        for name, values in samples.items()
+    }
+
+
+def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
+    """What a POST costs where the primary has positions, measured on SQLite.
+
+    Not the real thing: SQLite has no position, so our middleware sets the
+    legacy ``y`` and makes no query.  On PostgreSQL it signs the result of
+    one ``pg_current_wal_lsn()`` round trip; that round trip is measured on
+    a real cluster in section 3.
+    """
+    from django.db import connections
+
+    from multidb import tokens
+
+    connection = connections["default"]
+    connection.ensure_connection()
+    token = tokens.sign(0x16_B374_D848)
+
+    def select_one() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+
+    return _time_calls(
+        {
+            "tokens.sign(position)": lambda: tokens.sign(0x16_B374_D848),
+            "tokens.pin_for(token), next request": lambda: tokens.pin_for(token),
+            "SELECT 1, SQLite in-memory": select_one,
+        },
+        rounds,
+    )
+
+
+def components(rounds: int) -> dict[str, dict[str, float]]:
+    """Parts of our middleware's work on a GET, to explain its added cost."""
+    from django.conf import settings
+
+    from multidb import middleware, pinning
+    from multidb.conf import conf
+
+    request = HttpRequest()
+    request.method = "GET"
+    return _time_calls(
+        {
+            "conf.PINNING_HEADER (unset: default)": lambda: conf.PINNING_HEADER,
+            "conf.REPLICA_DATABASES (set)": lambda: conf.REPLICA_DATABASES,
+            "getattr(settings, UNSET, default)": lambda: getattr(
+                settings, "MULTIDB_UNSET", None
+            ),
+            "_incoming(GET request)": lambda: middleware._incoming(request),
+            "begin_request + end_request": lambda: pinning.end_request(
+                pinning.begin_request(False)
+            ),
+        },
+        rounds,
+    )
+
+
+def measure(quick: bool = False) -> dict[str, Any]:
+    """Measure section 2; returns JSON-able results (``print_report`` prints them)."""
+    install_seed()
+    configure()
+    # Time per configuration and round: an ASGI request costs about ten
+    # WSGI ones, and varies more (thread hops).
+    rounds, block_ms = (
+        (21, {"WSGI": 10, "ASGI": 50}) if quick else (31, {"WSGI": 20, "ASGI": 80})
+    )
+    block_ns = {server: ms * 1e6 for server, ms in block_ms.items()}
+    runner = Runner()
+    try:
+        runner.check()
+        results = measure_requests(runner, rounds, block_ns)
+    finally:
+        runner.close()
+    targets = []
+    for server in SERVERS:
+        for method in METHODS:
+            ratio = results[f"{server} {method}"]["ratio_added_ours_to_seed"]
+            limit = TARGETS[server]
+            targets.append(
+                {
+                    "target": f"{server} {method}: ours' added cost <= {limit}x"
+                    " the seed's",
+                    "ratio": ratio,
+                    "limit": limit,
+                    "verdict": "n/a" if ratio is None else verdict(ratio, limit),
+                }
+            )
+    return {
+        "rounds": rounds,
+        "block_ms": block_ms,
+        "results": results,
+        "targets": targets,
+        "stand_ins": stand_ins(rounds),
+        "components": components(rounds),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure section 2 and print its table."""
+    report = measure(quick)
+    print_report(report)
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print()
+    print(
+        header(
+            "Section 2 - middleware: time per request through Django's handlers,"
+            f" trivial view, SQLite; median of {report['rounds']} interleaved"
+            " rounds (p10-p90 over rounds)"
+        )
+    )
+    print(
+        f"\n  {'request':10} {'no middleware':>14} {'seed added':>11}"
+        f" {'p10-p90':>17} {'ours added':>11} {'p10-p90':>17} {'ours/seed':>9}"
+    )
+    for key, row in report["results"].items():
+
+        def added(config: str, row: dict[str, Any] = row) -> tuple[str, str]:
+            figures = row[config]["added"]
+            low, high = ns(figures["p10_ns"]), ns(figures["p90_ns"])
+            return ns(figures["median_ns"]), f"{low}..{high}"
+
+        seed, seed_spread = added("seed")
+        ours, ours_spread = added("ours")
+        ratio = row["ratio_added_ours_to_seed"]
+        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
+        print(
+            f"  {key:10} {ns(row['none']['median_ns']):>14} {seed:>11}"
+            f" {seed_spread:>17} {ours:>11} {ours_spread:>17} {ratio_text:>9}"
+        )
+    print("\n  Targets (reported, never asserted):")
+    for target in report["targets"]:
+        ratio = "  n/a" if target["ratio"] is None else f"{target['ratio']:5.2f}x"
+        print(f"  {target['verdict']}  {ratio}  {target['target']}")
+    print(
+        "\n  The position query after a write (pg_current_wal_lsn()): NOT"
+        " MEASURED HERE,\n  SQLite has none (our middleware sets the legacy"
+        " 'y'); see section 3.\n  Stand-ins, on SQLite, per call:"
+    )
+    for name, figures in report["stand_ins"].items():
+        print(f"    {name:40} {ns(figures['median_ns']):>8}")
+    print("  Parts of ours (diagnostic), per call:")
+    for name, figures in report["components"].items():
+        print(f"    {name:40} {ns(figures['median_ns']):>8}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    report = run(args.quick)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
