@@ -124,7 +124,8 @@ def read_alias_after(request: RequestState) -> str:
     """Where a read goes when ``request`` waits for a position.
 
     A replica the health prober has already seen past the position is used
-    without a query; otherwise the request's replica is asked once, and the
+    without a query; otherwise one replica is asked, once per request (the
+    one the prober last saw furthest ahead, else the request's own), and the
     read goes to the primary if it has not caught up.
     """
     position = request.pinned
@@ -145,9 +146,12 @@ def read_alias_after(request: RequestState) -> str:
         # read in a worker thread.
         return DEFAULT_DB_ALIAS
     request.checked = True
-    alias = sticky.pick()
-    if alias == DEFAULT_DB_ALIAS:
-        return alias
+    own = sticky.pick()
+    if own == DEFAULT_DB_ALIAS:
+        return own
+    # A paused or delayed replica is behind in the prober's last view too:
+    # ask the one most likely to have the write.
+    alias = max(current.usable, key=lambda a: (known.get(a, -1), a == own))
     replayed = replay_position(alias)
     if replayed is not None and replayed >= position:
         return _settle(request, alias, current)

@@ -884,3 +884,28 @@ def test_a_request_whose_replica_leaves_the_rotation_checks_the_next_one(faults)
 
     assert (first, second, found) == ("replica1", "default", True)
     assert [q["sql"] for q in checks.captured_queries if REPLAY_QUERY in q["sql"]]
+
+
+def test_the_one_check_asks_the_replica_the_prober_saw_furthest_ahead(
+    faults, pg_cluster
+):
+    """replica1 is paused; the prober last saw replica2 ahead of it.  A token
+    newer than anything the prober saw is checked on replica2, whichever
+    replica the request would have read, so it is not sent to the primary
+    just because its own replica is the paused one."""
+    faults.pause("replica1")
+    Item.objects.create(name="before")
+    pg_cluster.wait_caught_up(skip_paused=True)
+    health.probe_now()
+    Item.objects.create(name="ahead")
+    token = multidb.write_token()
+    pg_cluster.wait_caught_up(skip_paused=True)
+
+    with Queries() as queries:
+        reads = [find(client_with(token), "ahead") for _ in range(10)]
+
+    assert {(read["found"], read["port"]) for read in reads} == {
+        (True, port("replica2"))
+    }
+    assert len([q for q in queries.sql["replica2"] if REPLAY_QUERY in q]) == 10
+    assert [q for q in queries.sql["replica1"] if REPLAY_QUERY in q] == []

@@ -1,0 +1,10 @@
+"""The Django site that ``benchmarks.consistency`` serves with uvicorn.
+
+One settings module for every configuration: the router (the seed's or
+ours), the pin length and the pinning mode come from the JSON in the
+environment variable ``MULTIDB_BENCH_SITE``, which the benchmark sets.  The
+views import neither router, so both run the same code.
+"""
+
+#: The benchmark's table: created (and dropped) by ``benchmarks.consistency``.
+TABLE = "bench_row"

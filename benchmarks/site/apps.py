@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BenchSiteConfig(AppConfig):
+    name = "benchmarks.site"
+    label = "bench_site"

@@ -1,0 +1,8 @@
+"""``uvicorn benchmarks.site.asgi:application``."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.site.settings")
+application = get_asgi_application()

@@ -1,0 +1,13 @@
+from django.db import models
+
+from . import TABLE
+
+
+class Row(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    owner = models.IntegerField()
+    body = models.TextField()
+
+    class Meta:
+        managed = False
+        db_table = TABLE

@@ -1,0 +1,75 @@
+"""Sync views (Django runs them in a thread per request under ASGI).
+
+Every read reports the server that answered it: ``inet_server_port()`` asked
+over the very connection that ran the read's SELECT, the alias of that
+connection (which is the router's answer for the read), and when the SELECT
+was sent (``time.monotonic()``, a clock shared by every process on Linux).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from typing import Any
+
+from django.db import connections
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from . import TABLE
+from .models import Row
+
+
+class _Recorder:
+    """An execute wrapper that remembers the connection that ran the read."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.at = 0.0
+
+    def __call__(
+        self, execute: Callable[..., Any], sql: str, params: Any, many: bool, ctx: Any
+    ) -> Any:
+        if TABLE in sql:
+            self.connection = ctx["connection"]
+            self.at = time.monotonic()
+        return execute(sql, params, many, ctx)
+
+
+def _observe(queryset: QuerySet[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
+    recorder = _Recorder()
+    with ExitStack() as stack:
+        for alias in connections:
+            stack.enter_context(connections[alias].execute_wrapper(recorder))
+        result = list(queryset)
+    connection = recorder.connection
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT inet_server_port()")
+        (port,) = cursor.fetchone()
+    return result, {"claim": connection.alias, "port": port, "at": recorder.at}
+
+
+def ping(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def rows(request: HttpRequest) -> HttpResponse:
+    """``POST owner=U``: add a row; ``GET ?owner=U``: U's newest 20 rows' ids."""
+    if request.method == "POST":
+        row = Row.objects.create(owner=int(request.POST["owner"]), body="x" * 64)
+        # Committed (autocommit): the position a replica must replay to have it.
+        with connections[row._state.db].cursor() as cursor:
+            cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
+            (lsn,) = cursor.fetchone()
+        return JsonResponse({"id": row.pk, "lsn": int(lsn)}, status=201)
+    owner = int(request.GET["owner"])
+    page = Row.objects.filter(owner=owner).order_by("-id")[:20]
+    ids, seen = _observe(page.values_list("id", flat=True))
+    return JsonResponse({"ids": ids, **seen})
+
+
+def row(request: HttpRequest, pk: int) -> HttpResponse:
+    """``GET``: whether row ``pk`` is there."""
+    ids, seen = _observe(Row.objects.filter(pk=pk).values_list("id", flat=True))
+    return JsonResponse({"found": bool(ids), **seen})
