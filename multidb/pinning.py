@@ -216,7 +216,7 @@ def _repick(request: RequestState) -> str:
 def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
     """``ReplicaRouter.db_for_read``: like ``route_read`` but ignores pins."""
     scope = _scope.get()
-    if scope.replica is None and primary_in_atomic():
+    if scope.replica is None and in_atomic():
         return DEFAULT_DB_ALIAS
     return replica_alias()
 
