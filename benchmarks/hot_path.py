@@ -102,6 +102,7 @@ def publish_positions(aliases: list[str], position: int) -> None:
     with health.registry._lock:
         health.registry._statuses.clear()
         health.registry._statuses.update(statuses)
+        health.registry._positions = health._positions(health.registry._statuses)
 
 
 def candidates() -> list[tuple[str, str, Setup]]:

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.core import signing
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
-from . import replicas
+from . import health, replicas
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import (
     RequestState,
@@ -107,17 +107,14 @@ def replay_position(alias: str) -> int | None:
             state = adapter(connection.vendor).replica_state(cursor)
     except DatabaseError as error:
         if isinstance(error, (OperationalError, InterfaceError)):
-            from .health import registry
-
-            registry.report_failure(alias, f"{type(error).__name__}: {error}")
+            health.registry.report_failure(alias, f"{type(error).__name__}: {error}")
         return None
     return state.replay_position if state.is_replica else None
 
 
 def _known_positions() -> dict[str, int]:
-    from .health import registry
-
-    return registry.replay_positions()
+    # Through the module: a forked child gets a registry of its own.
+    return health.registry.replay_positions()
 
 
 def read_alias_after(request: RequestState) -> str:
