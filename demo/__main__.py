@@ -292,6 +292,7 @@ class Demo:
             f"the replica still lacks {first!r} {LATER:g}s after the write",
         )
         say(f"   -> {result}; the note is there now")
+        self.token_released(posted)
 
         say("6. user A posts two more notes and reads each back at once:")
         for text in ("second note", "third note"):
@@ -312,6 +313,29 @@ class Demo:
 
         self.status()
         self.health()
+
+    def token_released(self, posted: float) -> None:
+        """User A still holds the cookie, but its token has been replayed."""
+        from multidb import health, tokens
+        from multidb.middleware import pinning_cookie, pinning_seconds
+
+        position = tokens.pin_for(self.user_a.cookies[pinning_cookie()])
+        claim(type(position) is int, "the pin cookie should hold a position token")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(
+            seen >= position for seen in health.registry.replay_positions().values()
+        ):
+            time.sleep(0.05)
+        data = self.read(self.user_a)
+        elapsed = time.monotonic() - posted
+        result = self.answered(data, "replica")
+        claim(
+            "hello from A" in data["texts"],
+            "the replica answered user A without A's own note",
+        )
+        say(f"   user A, cookie still set, reads again {elapsed:.1f}s after the write")
+        say(f"   -> {result}: the replica has replayed A's token, so A is back")
+        say(f"      on the replica, not pinned for the full {pinning_seconds()} s")
 
     def status(self) -> None:
         from django.core.management import CommandError, call_command

@@ -26,7 +26,7 @@ from .pinning import (
     current_request,
     in_atomic,
 )
-from .positions import adapter, format_lsn, parse_lsn
+from .positions import adapter
 
 logger = logging.getLogger("multidb")
 
@@ -43,7 +43,8 @@ TIME_PIN: Final = True
 
 def sign(position: int, alias: str = DEFAULT_DB_ALIAS) -> str:
     """A token for ``position`` on ``alias``, signed with ``SECRET_KEY``."""
-    return signing.TimestampSigner(salt=SALT).sign(f"{alias}:{format_lsn(position)}")
+    # Plain hex, not PostgreSQL's "X/Y": a "/" would make the cookie quoted.
+    return signing.TimestampSigner(salt=SALT).sign(f"{alias}:{position:X}")
 
 
 def pin_for(value: str) -> bool | int:
@@ -73,9 +74,15 @@ def pin_for(value: str) -> bool | int:
         logger.debug("pin token for %r: pinning by time", alias)
         return TIME_PIN
     try:
-        return parse_lsn(lsn)
+        return _parse_hex(lsn)
     except ValueError:
         return TIME_PIN
+
+
+def _parse_hex(text: str) -> int:
+    if not 0 < len(text) <= 16 or text.strip("0123456789ABCDEF"):
+        raise ValueError(f"not a position: {text!r}")
+    return int(text, 16)
 
 
 def has_positions(alias: str = DEFAULT_DB_ALIAS) -> bool:

@@ -909,3 +909,11 @@ def test_the_one_check_asks_the_replica_the_prober_saw_furthest_ahead(
     }
     assert len([q for q in queries.sql["replica2"] if REPLAY_QUERY in q]) == 10
     assert [q for q in queries.sql["replica1"] if REPLAY_QUERY in q] == []
+
+
+@pytest.mark.parametrize("position", ["", "16/B374D848", "-1", "0x10", "1" * 17, "a"])
+def test_a_signed_token_with_a_malformed_position_pins_by_time(position):
+    signer = signing.TimestampSigner(salt=tokens.SALT)
+
+    assert tokens.pin_for(signer.sign(f"default:{position}")) is True
+    assert tokens.pin_for(signer.sign("default:16B374D848")) == 0x16B374D848
