@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import http.cookiejar
 import json
 import os
 import platform
@@ -32,7 +31,6 @@ import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +40,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
+    ROOT,
+    PreciseCookieJar,
+    Server,
+    percentile,
+    reset_table,
+)
+from benchmarks.load import clients as make_clients
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "seed, 15 s pins": {"router": "seed", "pin_seconds": 15},
@@ -69,38 +74,6 @@ def parameters(quick: bool) -> dict[str, Any]:
         "request_timeout_s": 10.0,
         "max_iterations_per_user": 5000,
     }
-
-
-# ------------------------------------------------------------ cookie jar
-
-
-class _PreciseNow:
-    """``http.cookiejar`` keeps time in whole seconds, which would cut a
-    ``Max-Age=1`` pin to anywhere between 0 and 1 s; browsers keep it exact."""
-
-    @property
-    def _now(self) -> float:
-        return time.time()
-
-    @_now.setter
-    def _now(self, value: float) -> None:
-        pass
-
-
-class _PrecisePolicy(_PreciseNow, http.cookiejar.DefaultCookiePolicy):
-    pass
-
-
-class PreciseCookieJar(_PreciseNow, http.cookiejar.CookieJar):
-    def __init__(self) -> None:
-        super().__init__(_PrecisePolicy())
-
-    def _cookie_from_cookie_tuple(self, tup: Any, request: Any) -> Any:
-        cookie = super()._cookie_from_cookie_tuple(tup, request)  # type: ignore[misc]
-        expires = tup[2].get("expires")
-        if cookie is not None and isinstance(expires, float):
-            cookie.expires = expires  # Cookie() truncates it to an int
-        return cookie
 
 
 # ------------------------------------------------------------ measurement
@@ -242,15 +215,8 @@ async def _user(
 
 
 async def _drive(url: str, p: dict[str, Any], on_start: Any) -> Load:
-    import httpx
-
     load = Load()
-    clients = [
-        httpx.AsyncClient(
-            base_url=url, timeout=p["request_timeout_s"], cookies=PreciseCookieJar()
-        )
-        for _ in range(p["users"])
-    ]
+    clients = make_clients(url, p["users"], p["request_timeout_s"])
     try:
         # Warm-up, not measured: imports, first connections, the prober.
         await asyncio.gather(
@@ -269,93 +235,7 @@ async def _drive(url: str, p: dict[str, Any], on_start: Any) -> Load:
     return load
 
 
-# ------------------------------------------------------------ the servers
-
-
-def _reset_table(cluster: Any, users: int, rows_per_user: int) -> None:
-    from benchmarks.site import TABLE
-
-    cluster.primary.query(f"DROP TABLE IF EXISTS {TABLE}")
-    cluster.primary.query(
-        f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, owner integer NOT NULL,"
-        f" body text NOT NULL)"
-    )
-    cluster.primary.query(f"CREATE INDEX ON {TABLE} (owner, id)")
-    cluster.primary.query(
-        f"INSERT INTO {TABLE} (owner, body) SELECT g %% %s, 'seed'"
-        f" FROM generate_series(0, %s - 1) AS g",
-        [users, users * rows_per_user],
-    )
-    cluster.primary.query(f"ANALYZE {TABLE}")
-    cluster.wait_caught_up(timeout=15)
-
-
-class Server:
-    """The benchmark site under uvicorn, in a process of its own."""
-
-    def __init__(self, site: dict[str, Any], seed_path: Path | None, log: Path):
-        from tests.cluster import free_ports
-
-        self.port = free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["DJANGO_SETTINGS_MODULE"] = "benchmarks.site.settings"
-        env["MULTIDB_BENCH_SITE"] = json.dumps(site)
-        paths = [str(ROOT)] + ([str(seed_path)] if seed_path else [])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        self.command = [
-            sys.executable, "-m", "uvicorn", "benchmarks.site.asgi:application",
-            "--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off",
-            "--no-access-log", "--log-level", "warning",
-            "--timeout-graceful-shutdown", "3",
-        ]  # fmt: skip
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> None:
-        import httpx
-
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited:\n{self.tail()}")
-            try:
-                if httpx.get(f"{self.url}/ping/", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"uvicorn did not answer within {timeout}s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(6)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
 # ------------------------------------------------------------ one configuration
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 def _median_gap_ms(times: list[float]) -> float | None:
@@ -377,7 +257,7 @@ def _measure(
     ports = {"default": primary.port, "replica_a": replica_a.port}
     ports["replica_b"] = replica_b.port
     site = {**spec, "ports": ports, "health_interval": p["health_check_interval_s"]}
-    _reset_table(cluster, p["users"], p["rows_per_user_at_start"])
+    reset_table(cluster, p["users"], p["rows_per_user_at_start"])
     seed = seed_path if spec["router"] == "seed" else None
     server = Server(site, seed, workdir / f"uvicorn-{spec['router']}.log")
     sampler = Sampler([replica_a.dsn(), replica_b.dsn()], p["sample_every_ms"] / 1000)
@@ -460,8 +340,8 @@ def _measure(
         # Read the primary although a replica had replayed the user's last
         # write before the SELECT was sent: offload left on the table.
         "primary_reads_a_replica_could_serve": missed,
-        "latency_p50_ms": round(_percentile(latencies, 0.5) * 1000, 1),
-        "latency_p99_ms": round(_percentile(latencies, 0.99) * 1000, 1),
+        "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+        "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
         "primary_reads_per_s": round(served["default"] / load.duration, 1),
         "requests_per_s": round(len(latencies) / load.duration, 1),
         "duration_s": round(load.duration, 2),

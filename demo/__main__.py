@@ -334,8 +334,8 @@ class Demo:
             "the replica answered user A without A's own note",
         )
         say(f"   user A, cookie still set, reads again {elapsed:.1f}s after the write")
-        say(f"   -> {result}: the replica has replayed A's token, so A is back")
-        say(f"      on the replica, not pinned for the full {pinning_seconds()} s")
+        say(f"   -> {result}; the replica has replayed A's token, so A")
+        say(f"      reads it again: no {pinning_seconds()} s pin to the primary")
 
     def status(self) -> None:
         from django.core.management import CommandError, call_command

@@ -34,3 +34,9 @@ urlpatterns += [
     path("write-token/", views.write_token_view),
     path("async-write-token/", views.async_write_token_view),
 ]
+
+# Fuzzed pin cookies and token headers (tests/test_fuzz.py).
+urlpatterns += [
+    path("fuzz/", views.fuzz_read_many),
+    path("async-fuzz/", views.async_fuzz_read_many),
+]

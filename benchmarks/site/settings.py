@@ -1,8 +1,13 @@
 """Settings of the benchmark site; see ``benchmarks/site/__init__.py``.
 
-``MULTIDB_BENCH_SITE`` holds ``ports`` (``{alias: port}`` for ``default``,
-``replica_a`` and ``replica_b`` on 127.0.0.1), ``router`` (``"seed"`` or
-``"ours"``), ``pin_seconds``, and for ours ``mode`` and ``health_interval``.
+``MULTIDB_BENCH_SITE`` holds ``ports`` (``{alias: port}`` for ``default``
+and the replicas, on 127.0.0.1; every alias but ``default`` is a replica),
+``router`` (``"seed"`` or ``"ours"``), ``pin_seconds``, and for ours
+``mode`` and ``health_interval``.  Optional, for ``benchmarks.faults``:
+``health_timeout`` (``MULTIDB_HEALTH_CHECK_TIMEOUT``), ``max_lag``
+(``MULTIDB_REPLICA_MAX_LAG``, ``null`` for no limit), ``conn_max_age``
+(``CONN_MAX_AGE``, default 0), and ``options``/``replica_options``: libpq
+options added to every database's ``OPTIONS``, or only the replicas'.
 """
 
 from __future__ import annotations
@@ -14,7 +19,10 @@ from typing import Any
 _site = json.loads(os.environ["MULTIDB_BENCH_SITE"])
 
 
-def _database(port: int) -> dict[str, Any]:
+def _database(port: int, replica: bool) -> dict[str, Any]:
+    options = {"connect_timeout": 2, **_site.get("options", {})}
+    if replica:
+        options.update(_site.get("replica_options", {}))
     return {
         "ENGINE": "django.db.backends.postgresql",
         "HOST": "127.0.0.1",
@@ -22,7 +30,8 @@ def _database(port: int) -> dict[str, Any]:
         "USER": "postgres",
         "PASSWORD": "",
         "NAME": "postgres",
-        "OPTIONS": {"connect_timeout": 2},
+        "CONN_MAX_AGE": _site.get("conn_max_age", 0),
+        "OPTIONS": options,
     }
 
 
@@ -32,7 +41,9 @@ ALLOWED_HOSTS = ["127.0.0.1"]
 USE_TZ = True
 ROOT_URLCONF = "benchmarks.site.urls"
 INSTALLED_APPS = ["benchmarks.site"]
-DATABASES = {alias: _database(port) for alias, port in _site["ports"].items()}
+DATABASES = {
+    alias: _database(port, alias != "default") for alias, port in _site["ports"].items()
+}
 REPLICA_DATABASES = [alias for alias in DATABASES if alias != "default"]
 MULTIDB_PINNING_SECONDS = int(_site["pin_seconds"])
 
@@ -44,10 +55,17 @@ else:
     MIDDLEWARE = ["multidb.middleware.PinningRouterMiddleware"]
     MULTIDB_PINNING_MODE = _site["mode"]
     MULTIDB_HEALTH_CHECK_INTERVAL = float(_site["health_interval"])
+    if "health_timeout" in _site:
+        MULTIDB_HEALTH_CHECK_TIMEOUT = float(_site["health_timeout"])
+    if "max_lag" in _site:
+        MULTIDB_REPLICA_MAX_LAG = _site["max_lag"]
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django.request": {"handlers": ["console"], "level": "ERROR"}},
+    "loggers": {
+        "django.request": {"handlers": ["console"], "level": "ERROR"},
+        "multidb": {"handlers": ["console"], "level": "INFO"},
+    },
 }

@@ -4,16 +4,21 @@ Every read reports the server that answered it: ``inet_server_port()`` asked
 over the very connection that ran the read's SELECT, the alias of that
 connection (which is the router's answer for the read), and when the SELECT
 was sent (``time.monotonic()``, a clock shared by every process on Linux).
+A write reports the server that took it the same way.  A request that
+raises gets a JSON 500 (``server_error``) naming the error and the alias of
+the database connection it failed on.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -60,9 +65,15 @@ def rows(request: HttpRequest) -> HttpResponse:
         row = Row.objects.create(owner=int(request.POST["owner"]), body="x" * 64)
         # Committed (autocommit): the position a replica must replay to have it.
         with connections[row._state.db].cursor() as cursor:
-            cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')")
-            (lsn,) = cursor.fetchone()
-        return JsonResponse({"id": row.pk, "lsn": int(lsn)}, status=201)
+            cursor.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
+                " inet_server_port()"
+            )
+            lsn, port = cursor.fetchone()
+        return JsonResponse(
+            {"id": row.pk, "lsn": int(lsn), "port": port, "claim": row._state.db},
+            status=201,
+        )
     owner = int(request.GET["owner"])
     page = Row.objects.filter(owner=owner).order_by("-id")[:20]
     ids, seen = _observe(page.values_list("id", flat=True))
@@ -73,3 +84,30 @@ def row(request: HttpRequest, pk: int) -> HttpResponse:
     """``GET``: whether row ``pk`` is there."""
     ids, seen = _observe(Row.objects.filter(pk=pk).values_list("id", flat=True))
     return JsonResponse({"found": bool(ids), **seen})
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """``handler500``: the error, and the alias of the connection it came from.
+
+    Django calls it while handling the exception (after sending
+    ``got_request_exception``, which multidb's health module listens to), so
+    ``sys.exc_info()`` still holds it.
+    """
+    error = sys.exc_info()[1]
+    alias = None
+    traceback = error.__traceback__ if error is not None else None
+    while traceback is not None:
+        owner = traceback.tb_frame.f_locals.get("self")
+        # A connection, a cursor wrapper (.db), or Django's error wrapper.
+        for candidate in (owner, getattr(owner, "db", None)):
+            if isinstance(candidate, BaseDatabaseWrapper):
+                alias = candidate.alias
+        traceback = traceback.tb_next
+    text = str(error).strip().splitlines()
+    return JsonResponse(
+        {
+            "error": f"{type(error).__name__}: {text[0] if text else ''}",
+            "alias": alias,
+        },
+        status=500,
+    )

@@ -10,6 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 import multidb
 from multidb import db_write, pinning, this_thread_is_pinned
+from multidb.conf import conf
 from multidb.pinning import mark_as_write, pin_this_thread
 
 from .models import Item
@@ -172,3 +173,33 @@ async def async_write_token_view(request: HttpRequest) -> JsonResponse:
     if "name" in request.GET:
         await Item.objects.acreate(name=request.GET["name"])
     return JsonResponse({"token": await multidb.awrite_token()})
+
+
+# --- views for the fuzz tests (tests/test_fuzz.py) -----------------------------
+
+
+def _seen(request: HttpRequest) -> dict[str, object]:
+    """The pin cookie and token header as the middleware saw them, and the
+    pin it gave the request (True, False, or a position)."""
+    header = conf.PINNING_HEADER
+    state = pinning.current_request()
+    return {
+        "cookie": request.COOKIES.get(conf.PINNING_COOKIE),
+        "header": request.headers.get(header) if header else None,
+        "pin": None if state is None else state.pinned,
+    }
+
+
+def fuzz_read_many(request: HttpRequest) -> JsonResponse:
+    """``read_many``, and what the middleware made of the request."""
+    dbs = [Item.objects.all().db for _ in range(5)]
+    return JsonResponse({"dbs": dbs, **_routing(), **_seen(request)})
+
+
+async def async_fuzz_read_many(request: HttpRequest) -> JsonResponse:
+    """``fuzz_read_many`` with awaits between the routing decisions."""
+    dbs = []
+    for _ in range(5):
+        dbs.append(Item.objects.all().db)
+        await asyncio.sleep(0)
+    return JsonResponse({"dbs": dbs, **_routing(), **_seen(request)})

@@ -23,3 +23,9 @@ urlpatterns += [
     path("async-find-routed-on-the-loop/", views.async_find_routed_on_the_loop),
     path("async-read-after/", views.async_read_after),
 ]
+
+# Concurrent mixed requests (test_concurrency.py, benchmarks/concurrency.py).
+urlpatterns += [
+    path("conc/sync/", views.concurrent_reads),
+    path("conc/async/", views.async_concurrent_reads),
+]
