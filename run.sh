@@ -42,6 +42,17 @@ Commands:
                          go to benchmarks/results/latest.json.  --quick: a
                          short run; --check: exit non-zero if a correctness
                          figure fails (timings are never asserted).
+  faults [--short] [--scenario NAME] [--server uvicorn|gunicorn]
+                         Faults under load on a real cluster
+                         (benchmarks/faults.py): a replica killed, frozen,
+                         paused 20 s and promoted, and the primary stopped,
+                         while 50 users use a site under uvicorn and under
+                         gunicorn (gthread); prints a table, writes
+                         benchmarks/results/faults.json, and adds the result
+                         of benchmarks/concurrency.py when it exists.  Exits
+                         non-zero if a must-hold check fails.  --short: the
+                         short versions that tests/postgres/test_faults.py
+                         runs.
   help                   Show this text.
 
 The virtualenv .venv is (re)built automatically whenever requirements.txt or
@@ -354,6 +365,12 @@ cmd_bench() {
     "$VENV/bin/python" -m benchmarks "$@"
 }
 
+cmd_faults() {
+    ensure_venv
+    ensure_postgres
+    exec "$VENV/bin/python" -m benchmarks.faults "$@"
+}
+
 main() {
     local cmd=${1:-help}
     (($#)) && shift
@@ -364,6 +381,7 @@ main() {
     tox) cmd_tox "$@" ;;
     demo) cmd_demo "$@" ;;
     bench) cmd_bench "$@" ;;
+    faults) cmd_faults "$@" ;;
     help | -h | --help) usage ;;
     *)
         log "unknown command: $cmd"

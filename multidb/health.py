@@ -156,6 +156,12 @@ class Registry:
             replica_aliases = [alias for alias, role in databases if role == "replica"]
             results = self._run(replica_aliases, "replica", timeout)
             now = time.monotonic()
+            if isinstance(primary_result, BaseException) and self._history:
+                # The primary is out of sight, and nothing newer than what it
+                # shipped can reach a replica: none falls further behind than
+                # when it was last seen.  (Else, after MAX_LAG, every replica
+                # would leave and reads would go to the primary that is down.)
+                now = self._history[-1][0]
             checked = datetime.now(timezone.utc)
             statuses = [_primary_status(primary_result, checked)]
             for alias in replica_aliases:

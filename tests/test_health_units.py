@@ -274,6 +274,43 @@ def test_a_replica_behind_the_primary_for_longer_than_max_lag_is_lagging(history
     assert status.replay_position == "0/9C4"
 
 
+@override_settings(MULTIDB_REPLICA_MAX_LAG=15, MULTIDB_REPLICA_MAX_LAG_BYTES=None)
+@pytest.mark.parametrize("primary", ["down", "up"])
+def test_while_the_primary_is_down_a_replica_falls_no_further_behind(
+    monkeypatch, primary
+):
+    """The primary died before shipping its last WAL (found by
+    benchmarks/faults.py): the replicas will never replay the position the
+    prober last saw.  Time passing with the primary out of sight must not
+    make them lag, or after MAX_LAG every replica leaves the rotation and
+    every read goes to the primary that is down."""
+    registry = health.Registry()
+    start = health.time.monotonic()
+    # The primary was at 2000 25 s ago and at 3000 15 s ago; the replicas
+    # replayed 2999: 10 s behind when the primary was last seen.
+    registry._history.extend([(start - 25, 2000), (start - 15, 3000)])
+
+    def run(aliases, role, timeout):
+        if role == "primary":
+            return {"default": OperationalError("connection refused")}
+        return {alias: ReplicaState(True, 2999) for alias in aliases}
+
+    def run_primary_up(aliases, role, timeout):
+        return {"default": 3000} if role == "primary" else run(aliases, role, 0)
+
+    monkeypatch.setattr(registry, "_run", run if primary == "down" else run_primary_up)
+    statuses = by_alias(registry.probe(apply=False))
+
+    replica = statuses["replica1"]
+    if primary == "down":
+        assert statuses["default"].state == "down"
+        assert (replica.state, replica.lag_bytes, replica.lag_seconds) == (
+            "ok", 1, 10.0,
+        )  # fmt: skip
+    else:  # the primary in sight: 25 s and counting, over the 15 s limit
+        assert replica.state == "lagging" and replica.lag_seconds >= 25
+
+
 @override_settings(MULTIDB_REPLICA_MAX_LAG=None, MULTIDB_REPLICA_MAX_LAG_BYTES=499)
 def test_a_replica_more_bytes_behind_than_max_lag_bytes_is_lagging(history):
     status = history._replica_status(
