@@ -13,6 +13,7 @@ runs: a write anywhere in the request must pin the rest of it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import warnings
 from collections.abc import Callable
@@ -142,6 +143,14 @@ def primary_in_atomic() -> bool:
     storage = getattr(local, "_storage", None)
     if type(storage) is threading.local:
         _primary_storage = storage
+    if asyncio._get_running_loop() is not None:
+        # On an event loop's thread, ``connections[...]`` would create a
+        # connection in a context variable of a new thread-local: under WSGI
+        # (a new loop thread per async view) both leak into the worker
+        # thread's context at every request.  One that does not exist yet is
+        # in no transaction.
+        connection = getattr(local, DEFAULT_DB_ALIAS, None)
+        return connection is not None and connection.in_atomic_block
     return connections[DEFAULT_DB_ALIAS].in_atomic_block
 
 

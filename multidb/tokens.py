@@ -66,7 +66,9 @@ def pin_for(value: str) -> bool | int:
         )
     except signing.SignatureExpired:
         return NO_PIN
-    except signing.BadSignature:
+    except (signing.BadSignature, UnicodeEncodeError):
+        # UnicodeEncodeError: a string that is not even text (lone surrogates,
+        # as JSON can carry them), which cannot be signed or checked.
         logger.debug("pin token ignored: bad signature")
         return TIME_PIN
     alias, _, lsn = raw.rpartition(":")

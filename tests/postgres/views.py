@@ -147,7 +147,7 @@ CONCURRENT_READS = 4
 def _probe(name: str) -> QuerySet[Item]:
     """The sentinel, with the port of the server that answered and whether a
     row named ``name`` exists there."""
-    return Item.objects.filter(name=SENTINEL).annotate(
+    queryset: QuerySet[Item] = Item.objects.filter(name=SENTINEL).annotate(
         port=RawSQL("inet_server_port()", (), output_field=IntegerField()),
         found=RawSQL(
             f"EXISTS (SELECT 1 FROM {Item._meta.db_table} WHERE name = %s)",
@@ -155,6 +155,7 @@ def _probe(name: str) -> QuerySet[Item]:
             output_field=BooleanField(),
         ),
     )
+    return queryset
 
 
 def _observed(row: Any, state: RequestState | None) -> dict[str, object]:
