@@ -66,9 +66,10 @@ def pin_for(value: str) -> bool | int:
         )
     except signing.SignatureExpired:
         return NO_PIN
-    except (signing.BadSignature, UnicodeEncodeError):
+    except (signing.BadSignature, UnicodeEncodeError, ValueError):
         # UnicodeEncodeError: a string that is not even text (lone surrogates,
-        # as JSON can carry them), which cannot be signed or checked.
+        # as JSON can carry them).  ValueError: signed with our key by a
+        # signer without a timestamp.
         logger.debug("pin token ignored: bad signature")
         return TIME_PIN
     alias, _, lsn = raw.rpartition(":")

@@ -27,6 +27,10 @@ import pytest
 from benchmarks import faults
 from tests.cluster import Cluster
 
+# Slow (about 80 s): ``./run.sh test`` and CI run them; the tox matrix,
+# which checks compatibility across Django versions, leaves them out.
+pytestmark = pytest.mark.slow
+
 SHORT = faults.parameters(full=False)
 INTERVAL = SHORT["health_check_interval_s"]
 TIMEOUT = SHORT["health_check_timeout_s"]

@@ -917,3 +917,9 @@ def test_a_signed_token_with_a_malformed_position_pins_by_time(position):
 
     assert tokens.pin_for(signer.sign(f"default:{position}")) is True
     assert tokens.pin_for(signer.sign("default:16B374D848")) == 0x16B374D848
+
+
+def test_a_value_signed_with_our_key_but_no_timestamp_pins_by_time():
+    value = signing.Signer(salt=tokens.SALT).sign("default:16B374D848")
+
+    assert tokens.pin_for(value) is True
