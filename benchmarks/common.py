@@ -8,10 +8,14 @@ benchmark says otherwise, and no health prober (see ``configure``).
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import json
 import os
 import platform
 import statistics
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import django
@@ -101,3 +105,16 @@ def ns(value: float) -> str:
     if abs(value) >= 10_000:
         return f"{value / 1000:.1f}µs"
     return f"{value:.0f}ns"
+
+
+def main(run: Callable[[bool], dict[str, Any]], doc: str) -> int:
+    """The command line of a section: ``[--quick] [--json PATH]``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    report = run(args.quick)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0

@@ -43,7 +43,6 @@ import platform
 import random
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +55,8 @@ from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from benchmarks import load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -745,10 +746,6 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -760,8 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(args.serve)
         return 0
-    # SIGTERM unwinds like Ctrl-C: the servers and files go in run()'s finally.
-    signal.signal(signal.SIGTERM, _terminate)
+    load.exit_on_sigterm()
     data = run(full=not args.quick)
     print(table(data))
     if args.json:

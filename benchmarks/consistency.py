@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks import load
 from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
     ROOT,
     PreciseCookieJar,
@@ -480,17 +480,12 @@ def table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~1 minute run")
     parser.add_argument("--json", action="store_true", help="print the JSON too")
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the servers and files go in run()'s finally.
-    signal.signal(signal.SIGTERM, _terminate)
+    load.exit_on_sigterm()
     data = run(args.quick)
     print(table(data))
     if args.json:

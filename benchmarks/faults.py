@@ -42,7 +42,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks import load
 from benchmarks.load import (
     ROOT,
     SERVERS,
@@ -1023,10 +1023,6 @@ def write_results(data: dict[str, Any]) -> Path:
     return path
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.faults", description=__doc__.splitlines()[0]
@@ -1048,8 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print the JSON too")
     args = parser.parse_args(argv)
-    # SIGTERM unwinds like Ctrl-C: the servers and files go in run()'s finally.
-    signal.signal(signal.SIGTERM, _terminate)
+    load.exit_on_sigterm()
     data = run(
         full=not args.short,
         scenarios=tuple(args.scenario) if args.scenario else None,

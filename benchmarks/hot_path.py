@@ -19,9 +19,7 @@ Three groups:
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/hot_path.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import common  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     DEFAULT_REPLICAS,
     REPLICAS,
@@ -397,17 +396,5 @@ def print_report(report: dict[str, Any]) -> None:
         )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    report = run(args.quick)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.main(run, __doc__ or ""))

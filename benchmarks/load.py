@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -219,3 +220,13 @@ class Server:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so that servers and files go in the
+    ``finally`` blocks that clean up after Ctrl-C."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)

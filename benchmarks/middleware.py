@@ -27,11 +27,9 @@ This module is also the benchmark's URLconf (``ROOT_URLCONF``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import io
-import json
 import statistics
 import sys
 import time
@@ -45,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/middleware.p
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from benchmarks import common  # noqa: E402
 from benchmarks.common import configure, header, ns, spread, verdict  # noqa: E402
 from benchmarks.seed import install_seed  # noqa: E402
 
@@ -474,17 +473,5 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"    {name:40} {ns(figures['median_ns']):>8}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args()
-    report = run(args.quick)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.main(run, __doc__ or ""))
