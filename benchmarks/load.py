@@ -124,7 +124,9 @@ class Server:
     """The benchmark site in a process of its own, on a free loopback port.
 
     ``kind`` is ``"uvicorn"`` (ASGI, sync views in a thread per request) or
-    ``"gunicorn"`` (WSGI, one process with ``GUNICORN_THREADS`` threads).
+    ``"gunicorn"`` (WSGI, ``workers`` processes with ``GUNICORN_THREADS``
+    threads each; with ``preload``, the master imports the site before it
+    forks them: ``--preload``).
     """
 
     def __init__(
@@ -133,11 +135,15 @@ class Server:
         seed_path: Path | None,
         log: Path,
         kind: str = "uvicorn",
+        workers: int = 1,
+        preload: bool = False,
     ) -> None:
         from tests.cluster import free_ports
 
         if kind not in SERVERS:
             raise ValueError(f"unknown server {kind!r}; one of {SERVERS}")
+        if kind == "uvicorn" and (workers != 1 or preload):
+            raise ValueError("workers and preload are gunicorn's options")
         self.kind = kind
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -158,10 +164,10 @@ class Server:
             self.command = [
                 sys.executable, "-m", "gunicorn", "benchmarks.site.wsgi:application",
                 "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
-                "--workers", "1", "--threads", str(GUNICORN_THREADS),
+                "--workers", str(workers), "--threads", str(GUNICORN_THREADS),
                 "--log-level", "warning", "--graceful-timeout", "3",
                 "--timeout", "60", "--backlog", "256",
-            ]  # fmt: skip
+            ] + (["--preload"] if preload else [])  # fmt: skip
         self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 

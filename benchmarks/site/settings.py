@@ -8,6 +8,12 @@ and the replicas, on 127.0.0.1; every alias but ``default`` is a replica),
 (``MULTIDB_REPLICA_MAX_LAG``, ``null`` for no limit), ``conn_max_age``
 (``CONN_MAX_AGE``, default 0), and ``options``/``replica_options``: libpq
 options added to every database's ``OPTIONS``, or only the replicas'.
+Optional, for the configuration matrix of ``benchmarks.consistency``:
+``user`` (the role every alias connects as, default ``postgres``),
+``atomic_requests`` (``ATOMIC_REQUESTS`` on ``default``), ``databases``
+(``{alias: entry}``, merged over each alias' entry, ``OPTIONS`` included:
+a pooler's host and port) and ``warm_up`` (under WSGI, read through the
+router and probe once at import, see ``benchmarks/site/wsgi.py``).
 """
 
 from __future__ import annotations
@@ -19,20 +25,23 @@ from typing import Any
 _site = json.loads(os.environ["MULTIDB_BENCH_SITE"])
 
 
-def _database(port: int, replica: bool) -> dict[str, Any]:
+def _database(alias: str, port: int) -> dict[str, Any]:
     options = {"connect_timeout": 2, **_site.get("options", {})}
-    if replica:
+    if alias != "default":
         options.update(_site.get("replica_options", {}))
-    return {
+    entry = {
         "ENGINE": "django.db.backends.postgresql",
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "USER": "postgres",
+        "USER": _site.get("user", "postgres"),
         "PASSWORD": "",
         "NAME": "postgres",
         "CONN_MAX_AGE": _site.get("conn_max_age", 0),
-        "OPTIONS": options,
+        "ATOMIC_REQUESTS": alias == "default" and _site.get("atomic_requests", False),
     }
+    override = dict(_site.get("databases", {}).get(alias, {}))
+    options.update(override.pop("OPTIONS", {}))
+    return {**entry, **override, "OPTIONS": options}
 
 
 SECRET_KEY = "django-replica-router consistency benchmark (not secret)"
@@ -41,11 +50,11 @@ ALLOWED_HOSTS = ["127.0.0.1"]
 USE_TZ = True
 ROOT_URLCONF = "benchmarks.site.urls"
 INSTALLED_APPS = ["benchmarks.site"]
-DATABASES = {
-    alias: _database(port, alias != "default") for alias, port in _site["ports"].items()
-}
+DATABASES = {alias: _database(alias, port) for alias, port in _site["ports"].items()}
 REPLICA_DATABASES = [alias for alias in DATABASES if alias != "default"]
 MULTIDB_PINNING_SECONDS = int(_site["pin_seconds"])
+#: Read by ``benchmarks/site/wsgi.py``.
+BENCH_WARM_UP = bool(_site.get("warm_up", False))
 
 if _site["router"] == "seed":
     DATABASE_ROUTERS = ["multidb_seed.PinningReplicaRouter"]

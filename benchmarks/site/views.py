@@ -1,23 +1,27 @@
 """Sync views (Django runs them in a thread per request under ASGI).
 
-Every read reports the server that answered it: ``inet_server_port()`` asked
-over the very connection that ran the read's SELECT, the alias of that
-connection (which is the router's answer for the read), and when the SELECT
-was sent (``time.monotonic()``, a clock shared by every process on Linux).
-A write reports the server that took it the same way.  A request that
-raises gets a JSON 500 (``server_error``) naming the error and the alias of
-the database connection it failed on.
+Every read reports the server that answered it: its port
+(``current_setting('port')``, which names the server behind a pooler too)
+asked over the very connection that ran the read's SELECT, the alias of
+that connection (which is the router's answer for the read), when the
+SELECT was sent (``time.monotonic()``, a clock shared by every process on
+Linux) and the process that served it.  A write reports the server that
+took it the same way, and the primary's position once it has committed.  A
+request that raises gets a JSON 500 (``server_error``) naming the error and
+the alias of the database connection it failed on.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -42,6 +46,10 @@ class _Recorder:
         return execute(sql, params, many, ctx)
 
 
+#: The server's own port, wherever the client connected (a pooler, a socket).
+PORT = "current_setting('port')::integer"
+
+
 def _observe(queryset: QuerySet[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
     recorder = _Recorder()
     with ExitStack() as stack:
@@ -50,9 +58,10 @@ def _observe(queryset: QuerySet[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
         result = list(queryset)
     connection = recorder.connection
     with connection.cursor() as cursor:
-        cursor.execute("SELECT inet_server_port()")
+        cursor.execute(f"SELECT {PORT}")
         (port,) = cursor.fetchone()
-    return result, {"claim": connection.alias, "port": port, "at": recorder.at}
+    seen = {"claim": connection.alias, "port": port, "at": recorder.at}
+    return result, {**seen, "pid": os.getpid()}
 
 
 def ping(request: HttpRequest) -> HttpResponse:
@@ -63,21 +72,32 @@ def rows(request: HttpRequest) -> HttpResponse:
     """``POST owner=U``: add a row; ``GET ?owner=U``: U's newest 20 rows' ids."""
     if request.method == "POST":
         row = Row.objects.create(owner=int(request.POST["owner"]), body="x" * 64)
-        # Committed (autocommit): the position a replica must replay to have it.
-        with connections[row._state.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0'),"
-                " inet_server_port()"
-            )
-            lsn, port = cursor.fetchone()
-        return JsonResponse(
-            {"id": row.pk, "lsn": int(lsn), "port": port, "claim": row._state.db},
-            status=201,
-        )
+        response = HttpResponse(status=201, content_type="application/json")
+        # At once in autocommit; under ATOMIC_REQUESTS once the view's
+        # transaction has committed, after the view returns.
+        transaction.on_commit(lambda: _written(row, response), using=row._state.db)
+        return response
     owner = int(request.GET["owner"])
     page = Row.objects.filter(owner=owner).order_by("-id")[:20]
     ids, seen = _observe(page.values_list("id", flat=True))
     return JsonResponse({"ids": ids, **seen})
+
+
+def _written(row: Row, response: HttpResponse) -> None:
+    """The row's answer: the position a replica must replay to have it.
+
+    The insert position, not ``pg_current_wal_lsn()`` (the write position):
+    after an asynchronous commit (``synchronous_commit = off``) the commit
+    record may not be written yet, so only the insert position is sure to
+    cover it.
+    """
+    with connections[row._state.db].cursor() as cursor:
+        cursor.execute(
+            f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0'), {PORT}"
+        )
+        lsn, port = cursor.fetchone()
+    answer = {"id": row.pk, "lsn": int(lsn), "port": port, "claim": row._state.db}
+    response.content = json.dumps(answer).encode()
 
 
 def row(request: HttpRequest, pk: int) -> HttpResponse:
