@@ -50,6 +50,7 @@ from typing import Any
 
 from benchmarks import load
 from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
+    GUNICORN_THREADS,
     ROOT,
     PreciseCookieJar,
     Server,
@@ -81,8 +82,10 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
           "role": {"synchronous_commit": "off"}},
     "c": {**_AUTO, "name": "c: auto, ATOMIC_REQUESTS", "quick": True,
           "site": {"atomic_requests": True}},
+    # Under WSGI: Django documents persistent connections as not for ASGI,
+    # where each request runs in a new thread and opens a new connection.
     "d": {**_AUTO, "name": "d: auto, CONN_MAX_AGE=60",
-          "site": {"conn_max_age": 60}},
+          "site": {"conn_max_age": 60}, "server": {"kind": "gunicorn"}},
     "e": {**_AUTO, "name": "e: auto, Django pool", "django": (5, 1),
           "site": {"options": {"pool": POOL_OPTIONS}}},
     "f": {**_AUTO, "name": "f: auto, PgBouncer (txn)", "pgbouncer": "transaction"},
@@ -359,6 +362,44 @@ def pgbouncer(
             bouncer.release()
 
 
+def fork_check(url: str, workers: int, attempts: int = 60) -> dict[str, Any]:
+    """Ask the site's ``/probes/`` until each of its ``workers`` has answered.
+
+    Forked workers (``gunicorn --preload``, after the master read and probed
+    at import) must each run a prober of their own, over connections no
+    other process uses: what ``multidb.health``'s at-fork handlers are for.
+    ``pass`` is None if the site could not tell (``/probes/`` found no
+    prober connections).
+    """
+    import httpx
+
+    seen: dict[int, dict[str, Any]] = {}
+    for _ in range(attempts):
+        # A new connection each time, so that any worker may accept it.
+        answer = httpx.get(
+            f"{url}/probes/", timeout=5, headers={"Connection": "close"}
+        ).json()
+        seen[answer["pid"]] = answer
+        if len(seen) >= workers:
+            break
+    owners: dict[int, set[int]] = {}
+    for pid, answer in seen.items():
+        for backend in answer["backends"].values():
+            owners.setdefault(backend, set()).add(pid)
+    shared = sorted(backend for backend, pids in owners.items() if len(pids) > 1)
+    probing = sum(answer["prober"] for answer in seen.values())
+    checked = any(answer["backends"] for answer in seen.values())
+    passed = len(seen) == workers == probing and not shared
+    return {
+        "workers": workers,
+        "workers_seen": len(seen),
+        "probers_running": probing,
+        "shared_backends": shared,
+        "pass": passed if checked else None,
+        "answers": list(seen.values()),
+    }
+
+
 def _measure(
     key: str,
     cluster: Any,
@@ -407,6 +448,8 @@ def _measure(
             server.start()
             sampler.start()
             load = asyncio.run(_drive(server.url, p, on_start))
+            if server_options.get("workers", 1) > 1:
+                extra["fork_check"] = fork_check(server.url, server_options["workers"])
         finally:
             pauses.stop.set()
             sampler.stop.set()
@@ -516,7 +559,7 @@ def _row(
 
 
 def _target(kind: str, row: str, passed: bool, text: str, **figures: Any) -> Any:
-    """``kind``: ``"stale"`` (a hard failure), ``"share"`` (an offload
+    """``kind``: ``"hard"`` (a correctness failure), ``"share"`` (an offload
     target, which fails ``--check`` too) or ``"reported"`` (never fails)."""
     return {"kind": kind, "row": row, "pass": passed, "text": text, **figures}
 
@@ -530,7 +573,7 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         r = measured[key]
         stale, share, oracle = r["stale_reads"], r["replica_share"], r["oracle_share"]
         targets[f"{key}_no_stale_reads"] = _target(
-            "stale", key, stale == 0, f"{key}: {stale} stale reads (target 0)",
+            "hard", key, stale == 0, f"{key}: {stale} stale reads (target 0)",
             value=stale, target=0,
         )  # fmt: skip
         floor = round(0.95 * oracle, 4)
@@ -540,6 +583,15 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             f" (target >= 0.95 x {oracle:.3f} = {floor:.3f})",
             value=share, target=floor, ratio=r["share_vs_oracle"],
         )  # fmt: skip
+        if "fork_check" in r:
+            fork = r["fork_check"]
+            targets[f"{key}_fork"] = _target(
+                "reported" if fork["pass"] is None else "hard", key, bool(fork["pass"]),
+                f"{key}: {fork['workers_seen']} of {fork['workers']} workers answered,"
+                f" {fork['probers_running']} probing, {len(fork['shared_backends'])}"
+                " prober connections shared (target: all, all, 0)"
+                + (" - could not be checked" if fork["pass"] is None else ""),
+            )  # fmt: skip
     if "a" in measured and "c" in measured:
         a, c = measured["a"]["replica_share"], measured["c"]["replica_share"]
         targets["c_share_vs_a"] = _target(
@@ -561,20 +613,21 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def _failures(
     results: dict[str, dict[str, Any]], targets: dict[str, dict[str, Any]]
 ) -> dict[str, list[str]]:
-    """What fails ``--check``: ``hard`` (stale or misrouted reads, a matrix
-    row that did not run or read nothing) and ``share`` (offload targets)."""
-    hard = [f"stale: {t['text']}" for t in _of(targets, "stale") if not t["pass"]]
+    """What fails ``--check``: ``hard`` (stale or misrouted reads, workers
+    sharing prober connections, a matrix row that did not run or read
+    nothing) and ``share`` (offload targets)."""
+    hard = [t["text"] for t in _of(targets, "hard") if not t["pass"]]
     for key, result in results.items():
         if "error" in result:
-            hard.append(f"did not run: {key}: {result['error']}")
+            hard.append(f"{key}: did not run: {result['error']}")
         elif result.get("misrouted_reads"):
             hard.append(
-                f"misrouted: {key}: {result['misrouted_reads']} reads answered by"
-                f" another server than the router's alias"
+                f"{key}: {result['misrouted_reads']} misrouted reads (answered by"
+                f" another server than the router's alias)"
             )
         elif result["matrix"] and result.get("reads") == 0:
-            hard.append(f"no reads: {key}: every request failed")
-    share = [f"share: {t['text']}" for t in _of(targets, "share") if not t["pass"]]
+            hard.append(f"{key}: no reads: every request failed")
+    share = [t["text"] for t in _of(targets, "share") if not t["pass"]]
     return {"hard": hard, "share": share}
 
 
@@ -667,7 +720,9 @@ def table(data: dict[str, Any]) -> str:
         f"PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']}, gunicorn "
         f"{m['gunicorn']}; package at {m['commit']}",
         "Rows a-g: ours in auto mode (position tokens) under each configuration;"
-        " the seed at 15 s is the baseline",
+        " the seed at 15 s is the baseline.  Under uvicorn, except d (gunicorn"
+        f" -k gthread, {GUNICORN_THREADS} threads) and g (the same, 2 workers,"
+        " --preload)",
         head,
         "-" * len(head),
     ]
@@ -684,7 +739,7 @@ def table(data: dict[str, Any]) -> str:
             f"{r['processes']:>5} {r['errors']:>3}"
         )
     ok = {True: "PASS", False: "MISS"}
-    tag = {"stale": "hard  ", "share": "share ", "reported": "report"}
+    tag = {"hard": "hard  ", "share": "share ", "reported": "report"}
     lines.append("Targets (hard: fails --check; share: an offload target, fails"
                  " --check too; report: never fails):")  # fmt: skip
     lines += [

@@ -14,4 +14,4 @@ urlpatterns = [
 if settings.DATABASE_ROUTERS[0].startswith("multidb."):
     from multidb.views import health
 
-    urlpatterns.append(path("health/db/", health))
+    urlpatterns += [path("health/db/", health), path("probes/", views.probes)]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -104,6 +105,26 @@ def row(request: HttpRequest, pk: int) -> HttpResponse:
     """``GET``: whether row ``pk`` is there."""
     ids, seen = _observe(Row.objects.filter(pk=pk).values_list("id", flat=True))
     return JsonResponse({"found": bool(ids), **seen})
+
+
+def probes(request: HttpRequest) -> HttpResponse:
+    """This process, whether its health prober's thread runs, and the server
+    backend behind each of the prober's connections (by alias).
+
+    For the fork check of ``benchmarks.consistency``: forked workers must
+    each probe over connections of their own.  It reads
+    ``multidb.health``'s internals; ``backends`` is empty where they are
+    not found.
+    """
+    from multidb import health
+
+    backends = {}
+    for alias, probe in getattr(health.registry, "_connections", {}).items():
+        raw = getattr(getattr(probe, "wrapper", None), "connection", None)
+        if raw is not None and not raw.closed:
+            backends[alias] = raw.info.backend_pid
+    running = any(t.name == "multidb-health" for t in threading.enumerate())
+    return JsonResponse({"pid": os.getpid(), "prober": running, "backends": backends})
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
