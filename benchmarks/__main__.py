@@ -12,8 +12,10 @@ results come back here to be printed and written, with everything else, to
 
 Timing ratios are reported, never asserted.  ``--check`` makes the exit
 status non-zero only for correctness: a non-empty ``failures`` list from
-section 3 (stale reads for ours in ``auto`` mode, misrouted reads), or
-section 3 failing to produce one.  Exit status 2 means that section 1 or 2
+section 3 (its hard failures: stale reads in a row of its configuration
+matrix, misrouted reads, forked workers sharing connections; and its
+offload targets: a row's replica share against the oracle's), or section 3
+failing to produce one.  Exit status 2 means that section 1 or 2
 itself broke (a bug in the benchmark), whatever the options.
 """
 
@@ -120,8 +122,10 @@ def print_summary(sections: dict[str, dict[str, Any]]) -> None:
     if not third.get("available"):
         print("  3  section 3: not available")
     else:
-        failures = third.get("failures") or []
-        print(f"  3  correctness failures: {'; '.join(failures) or 'none'}")
+        hard = third.get("hard_failures", third.get("failures")) or []
+        share = third.get("share_failures") or []
+        print(f"  3  hard failures: {'; '.join(hard) or 'none'}")
+        print(f"  3  offload targets missed: {'; '.join(share) or 'none'}")
 
 
 def write_results(data: dict[str, Any]) -> Path:

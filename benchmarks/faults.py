@@ -18,8 +18,8 @@ left in place, then repaired, while the load goes on:
 
 Every request is recorded: failed (non-2xx or no answer), stale (a user's
 read missing that user's own last write), misrouted (the answering server's
-port, ``inet_server_port()``, is not the port of the alias the router chose),
-and its latency; a monitor polls the site's ``/health/db/`` view.  Each
+port, ``current_setting('port')``, is not the port of the alias the router
+chose), and its latency; a monitor polls the site's ``/health/db/`` view.  Each
 scenario checks its must-hold list (``CHECKS``); ``tests/postgres/
 test_faults.py`` runs the short versions in the test suite.
 
