@@ -48,7 +48,11 @@ class PostgreSQL:
     has_positions = True
 
     def primary_position(self, cursor: Any) -> int | None:
-        cursor.execute("SELECT pg_current_wal_lsn()::text")
+        # The insert position, not pg_current_wal_lsn() (the write position):
+        # after an asynchronous commit (synchronous_commit = off) the commit
+        # record is inserted but may not be written yet, so the write
+        # position can point before the commit.
+        cursor.execute("SELECT pg_current_wal_insert_lsn()::text")
         return parse_lsn(cursor.fetchone()[0])
 
     def replica_state(self, cursor: Any) -> ReplicaState:
