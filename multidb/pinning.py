@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.db import connections
 
-from . import replicas
+from . import mirrors, replicas
 from .conf import DEFAULT_DB_ALIAS
 
 __all__ = [
@@ -185,7 +185,10 @@ def in_app_atomic(connection: Any, request: RequestState | None) -> bool:
         # view's is a TestCase's: the view's block is the first other one.
         return False
     for block in blocks:
-        if block._from_testcase or block is view_block:
+        if block._from_testcase:
+            mirrors.share(connection)
+            continue
+        if block is view_block:
             continue
         if view_block is None and request is not None and request.atomic_view:
             request.view_block = view_block = block

@@ -637,8 +637,8 @@ class Cluster:
     # --- positions -----------------------------------------------------
 
     def current_lsn(self) -> str:
-        """The primary's ``pg_current_wal_insert_lsn()``, e.g. ``'0/3000148'``."""
-        return str(self.primary.scalar("SELECT pg_current_wal_insert_lsn()::text"))
+        """The primary's ``pg_current_wal_lsn()``, e.g. ``'0/3000148'``."""
+        return str(self.primary.scalar("SELECT pg_current_wal_lsn()::text"))
 
     def wait_caught_up(self, timeout: float = 10, skip_paused: bool = False) -> None:
         """Wait until each replica has replayed the primary's current LSN
