@@ -331,7 +331,7 @@ def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
 
     Not the real thing: SQLite has no position, so our middleware sets the
     legacy ``y`` and makes no query.  On PostgreSQL it signs the result of
-    one ``pg_current_wal_lsn()`` round trip; that round trip is measured on
+    one ``pg_current_wal_insert_lsn()`` round trip; that round trip is measured on
     a real cluster in section 3.
     """
     from django.db import connections
@@ -462,7 +462,7 @@ def print_report(report: dict[str, Any]) -> None:
         ratio = "  n/a" if target["ratio"] is None else f"{target['ratio']:5.2f}x"
         print(f"  {target['verdict']}  {ratio}  {target['target']}")
     print(
-        "\n  The position query after a write (pg_current_wal_lsn()): NOT"
+        "\n  The position query after a write (pg_current_wal_insert_lsn()): NOT"
         " MEASURED HERE,\n  SQLite has none (our middleware sets the legacy"
         " 'y'); see section 3.\n  Stand-ins, on SQLite, per call:"
     )

@@ -14,9 +14,11 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_DB_ALIAS, conf, replica_weights
+from .positions import adapter
 from .replicas import smooth_sequence
 
 MIDDLEWARE_PATH = "multidb.middleware.PinningRouterMiddleware"
@@ -37,6 +39,7 @@ def check_settings(
         *check_replica_databases(),
         *check_pinning_settings(),
         *check_health_settings(),
+        *check_read_your_writes(),
         *check_router_and_middleware(),
     ]
 
@@ -184,6 +187,37 @@ def check_health_settings() -> list[CheckMessage]:
                 )
             )
     return messages
+
+
+def check_read_your_writes() -> list[CheckMessage]:
+    """A position token outlives the lag limit only if there is one, and probes
+    that enforce it (see ``multidb.tokens.cookie_seconds``)."""
+    if getattr(settings, "MULTIDB_PINNING_MODE", "auto") != "auto":
+        return []
+    if not adapter(connections[DEFAULT_DB_ALIAS].vendor).has_positions:
+        return []
+    missing = [
+        name
+        for name, default in (
+            ("MULTIDB_REPLICA_MAX_LAG", 30),
+            ("MULTIDB_HEALTH_CHECK_INTERVAL", 1.0),
+        )
+        if getattr(settings, name, default) is None
+    ]
+    if not missing:
+        return []
+    return [
+        CheckWarning(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            "None: a replica any amount behind stays in rotation, so a user "
+            "reads their own writes only for MULTIDB_PINNING_SECONDS after "
+            "each write.",
+            hint="Set MULTIDB_REPLICA_MAX_LAG and MULTIDB_HEALTH_CHECK_INTERVAL: "
+            "the pin cookie then lives as long as the lag limit plus a probe "
+            "round (see 'Read-your-writes by position' in README.rst).",
+            id="multidb.W006",
+        )
+    ]
 
 
 def _classes(entries: Iterable[Any]) -> list[type | None]:

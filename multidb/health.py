@@ -29,7 +29,7 @@ from django.db.utils import load_backend
 from django.dispatch import receiver
 
 from . import replicas, signals
-from .conf import DEFAULT_DB_ALIAS, conf
+from .conf import DEFAULT_DB_ALIAS, conf, under_test_runner
 from .pinning import current_request
 from .positions import ReplicaState, adapter, format_lsn, parse_lsn
 
@@ -95,6 +95,12 @@ class _Connection:
         self.wrapper = backend.DatabaseWrapper(settings_dict, alias)
         if self.wrapper.vendor == "postgresql":
             options["connect_timeout"] = max(1, math.ceil(timeout))
+            if under_test_runner():
+                # Positions belong to the server, not to a database.  A probe
+                # connection to the test database would keep it from being
+                # dropped at the end of the run: use the maintenance database,
+                # as Django itself does to create and drop it.
+                settings_dict["NAME"] = None
         self.wrapper.inc_thread_sharing()
         self.adapter = adapter(self.wrapper.vendor)
 
@@ -163,13 +169,32 @@ class Registry:
                 # would leave and reads would go to the primary that is down.)
                 now = self._history[-1][0]
             checked = datetime.now(timezone.utc)
-            statuses = [_primary_status(primary_result, checked)]
-            for alias in replica_aliases:
-                statuses.append(
-                    self._replica_status(alias, results.get(alias), now, checked)
+            statuses = [
+                self._unless_forbidden(
+                    _primary_status(primary_result, checked), primary_result
                 )
+            ]
+            for alias in replica_aliases:
+                result = results.get(alias)
+                status = self._replica_status(alias, result, now, checked)
+                statuses.append(self._unless_forbidden(status, result))
             self._publish(statuses, apply)
             return statuses
+
+    def _unless_forbidden(self, status: DatabaseStatus, result: Any) -> DatabaseStatus:
+        """A test forbids database access (Django's ``databases``, pytest-django's
+        blocker): that says nothing about the server, so the last status stands."""
+        if not _forbidden(result):
+            return status
+        with self._lock:
+            known = self._statuses.get(status.alias)
+        return known or DatabaseStatus(status.alias, status.role, UNKNOWN)
+
+    def _close_connections(self) -> None:
+        with self._lock:
+            stale, self._connections = self._connections, {}
+        for connection in stale.values():
+            connection.close()
 
     def _run(self, aliases: Iterable[str], role: str, timeout: float) -> dict[str, Any]:
         """Probe ``aliases`` in parallel; a probe still running at the deadline
@@ -357,9 +382,7 @@ class Registry:
             self._history.clear()
             self._in_flight.clear()
             self._none_usable = False
-            stale, self._connections = self._connections, {}
-        for connection in stale.values():
-            connection.close()
+        self._close_connections()
 
 
 def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:
@@ -373,6 +396,15 @@ def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:
 def _databases() -> list[tuple[str, str]]:
     aliases = [alias for alias in replicas.configured() if alias != DEFAULT_DB_ALIAS]
     return [(DEFAULT_DB_ALIAS, "primary")] + [(alias, "replica") for alias in aliases]
+
+
+def _forbidden(result: Any) -> bool:
+    # DatabaseOperationForbidden is an AssertionError; pytest-django's blocker
+    # raises a RuntimeError of its own.
+    return isinstance(result, AssertionError) or (
+        isinstance(result, RuntimeError)
+        and "Database access not allowed" in str(result)
+    )
 
 
 def _describe(error: Any) -> str:

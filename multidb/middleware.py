@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
 
 from . import tokens
-from .conf import conf
+from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import RequestState, begin_request, current_request, end_request
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
@@ -71,6 +72,18 @@ def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
     return pin, next(value for found, value in pins if found == pin)
 
 
+def _note_atomic_view(view_func: Callable[..., Any]) -> None:
+    """Tell the request whether Django's handler runs ``view_func`` in
+    ``atomic()`` on the primary."""
+    state = current_request()
+    if (
+        state is not None
+        and connections.settings[DEFAULT_DB_ALIAS].get("ATOMIC_REQUESTS")
+        and DEFAULT_DB_ALIAS not in getattr(view_func, "_non_atomic_requests", ())
+    ):
+        state.atomic_view = True
+
+
 def _wants_cookie(
     request: HttpRequest, response: HttpResponseBase, state: RequestState | None
 ) -> bool:
@@ -92,10 +105,11 @@ def _cookie_value() -> str:
 
 
 def _set_cookie(response: HttpResponseBase, value: str) -> None:
+    legacy = value == tokens.LEGACY_VALUE
     response.set_cookie(
         conf.PINNING_COOKIE,
         value=value,
-        max_age=conf.PINNING_SECONDS,
+        max_age=conf.PINNING_SECONDS if legacy else tokens.cookie_seconds(),
         secure=conf.PINNING_COOKIE_SECURE,
         httponly=conf.PINNING_COOKIE_HTTPONLY,
         samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]
@@ -121,6 +135,8 @@ class PinningRouterMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
+            # Django would run a sync process_view in a worker thread.
+            self.process_view = self._aprocess_view  # type: ignore[method-assign,assignment]
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -147,6 +163,26 @@ class PinningRouterMiddleware:
             return response
         finally:
             end_request(token)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: Any,
+        view_kwargs: Any,
+    ) -> None:
+        """Note whether Django runs the view in ``atomic()`` on the primary
+        (``ATOMIC_REQUESTS``): reads in that block route as outside it."""
+        _note_atomic_view(view_func)
+
+    async def _aprocess_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., Any],
+        view_args: Any,
+        view_kwargs: Any,
+    ) -> None:
+        _note_atomic_view(view_func)
 
     def process_request(self, request: HttpRequest) -> None:
         """Pin the current context if the request carries the cookie or may write.

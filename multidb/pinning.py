@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.db import connections
 
-from . import replicas
+from . import mirrors, replicas
 from .conf import DEFAULT_DB_ALIAS
 
 __all__ = [
@@ -44,7 +44,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 class RequestState:
     """What one request has done so far; shared by all the code it runs."""
 
-    __slots__ = ("pinned", "wrote", "sticky", "checked", "incoming", "outer", "settled")
+    __slots__ = (
+        "pinned",
+        "wrote",
+        "sticky",
+        "checked",
+        "incoming",
+        "outer",
+        "settled",
+        "atomic_view",
+        "view_block",
+    )
 
     def __init__(
         self,
@@ -67,6 +77,10 @@ class RequestState:
         self.outer = outer
         #: The position a replica was chosen for (its replica has replayed it).
         self.settled: int | None = None
+        #: Django runs the view in ``atomic()`` on the primary (ATOMIC_REQUESTS).
+        self.atomic_view: bool = outer.atomic_view if outer is not None else False
+        #: That block, once seen.
+        self.view_block: Any = outer.view_block if outer is not None else None
 
 
 class _Fixed:
@@ -124,7 +138,7 @@ _get_scope = _scope.get
 # ``connections["default"]`` costs about a microsecond (asgiref's Local takes
 # a lock), more than the rest of a routing decision together.  So the
 # transaction check reads the thread-local storage behind it directly, once
-# ``primary_in_atomic`` has found that storage.  In a thread running an event
+# ``primary_connection`` has found that storage.  In a thread running an event
 # loop that storage holds no connections (asgiref keeps them in a context
 # variable there), and no transaction can be open there anyway.
 
@@ -136,8 +150,8 @@ class _NotFound:
 _primary_storage: Any = _NotFound()
 
 
-def primary_in_atomic() -> bool:
-    """Whether this thread's connection to the primary is inside ``atomic()``."""
+def primary_connection() -> Any:
+    """This context's connection to the primary, or None if it has none yet."""
     global _primary_storage
     local = connections._connections  # type: ignore[attr-defined]
     storage = getattr(local, "_storage", None)
@@ -149,9 +163,38 @@ def primary_in_atomic() -> bool:
         # (a new loop thread per async view) both leak into the worker
         # thread's context at every request.  One that does not exist yet is
         # in no transaction.
-        connection = getattr(local, DEFAULT_DB_ALIAS, None)
-        return connection is not None and connection.in_atomic_block
-    return connections[DEFAULT_DB_ALIAS].in_atomic_block
+        return getattr(local, DEFAULT_DB_ALIAS, None)
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def in_app_atomic(connection: Any, request: RequestState | None) -> bool:
+    """Whether ``connection`` is inside an ``atomic()`` the application opened.
+
+    The blocks Django opens itself do not count: those of a ``TestCase``
+    (marked ``_from_testcase``) and the one around an ``ATOMIC_REQUESTS``
+    view, which is the first other block once the middleware has seen that
+    the view is atomic.  Reads in them route as without them, as in
+    django-multidb-router; a write in them still pins the request.
+    """
+    if not connection.in_atomic_block:
+        return False
+    blocks = connection.atomic_blocks
+    view_block = request.view_block if request is not None else None
+    if view_block is not None and blocks[-1] is view_block:
+        # The common case under ATOMIC_REQUESTS.  Every block below the
+        # view's is a TestCase's: the view's block is the first other one.
+        return False
+    for block in blocks:
+        if block._from_testcase:
+            mirrors.share(connection)
+            continue
+        if block is view_block:
+            continue
+        if view_block is None and request is not None and request.atomic_view:
+            request.view_block = view_block = block
+            continue
+        return True
+    return False
 
 
 def route_read(router: object, model: object, **hints: object) -> str:
@@ -167,10 +210,8 @@ def route_read(router: object, model: object, **hints: object) -> str:
         try:
             in_atomic = _primary_storage.default.in_atomic_block
         except AttributeError:  # storage not found yet, or no connection yet
-            in_atomic = primary_in_atomic()
-        # Confirm through Django: a thread running an event loop may hold a
-        # sync connection in atomic() that is not the one Django uses there.
-        if in_atomic and primary_in_atomic():
+            in_atomic = True  # let app_in_atomic() find out
+        if in_atomic and app_in_atomic(request):
             return DEFAULT_DB_ALIAS
         if request is None:
             return replicas.next_replica()
@@ -199,13 +240,20 @@ def _read_alias_after(request: RequestState) -> str:
     return after(request)
 
 
-def in_atomic() -> bool:
-    """``primary_in_atomic()``, through the fast path when it can."""
+def app_in_atomic(request: RequestState | None = None) -> bool:
+    """Whether this context's connection to the primary is inside an
+    ``atomic()`` the application opened (see ``in_app_atomic``)."""
     try:
-        in_atomic = _primary_storage.default.in_atomic_block
+        connection = _primary_storage.default
     except AttributeError:
-        in_atomic = primary_in_atomic()
-    return in_atomic and primary_in_atomic()
+        connection = None
+    # Through Django on an event loop's thread: the thread may hold a sync
+    # connection in atomic() that is not the one Django uses there.
+    if connection is None or asyncio._get_running_loop() is not None:
+        connection = primary_connection()
+        if connection is None:
+            return False
+    return in_app_atomic(connection, request)
 
 
 def _repick(request: RequestState) -> str:
@@ -213,7 +261,7 @@ def _repick(request: RequestState) -> str:
     sticky = request.sticky
     before = sticky.alias
     alias = sticky.pick()
-    if alias != before and request.settled is not None:
+    if alias != before and request.settled is not None and request.pinned is False:
         # The replica that had replayed the request's token is gone: the
         # next one must prove it has too.
         request.pinned, request.settled = request.settled, None
@@ -225,7 +273,7 @@ def _repick(request: RequestState) -> str:
 def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
     """``ReplicaRouter.db_for_read``: like ``route_read`` but ignores pins."""
     scope = _scope.get()
-    if scope.replica is None and in_atomic():
+    if scope.replica is None and app_in_atomic(scope.request):
         return DEFAULT_DB_ALIAS
     return replica_alias()
 

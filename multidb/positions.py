@@ -40,6 +40,27 @@ def parse_lsn(text: str) -> int:
     return (int(match[1], 16) << 32) | int(match[2], 16)
 
 
+#: Sizes of a WAL page and of its headers (the long one starts a segment).
+WAL_PAGE = 8192
+SHORT_PAGE_HEADER = 24
+LONG_PAGE_HEADER = 40
+
+
+def record_end(insert: int, segment_offset: int) -> int:
+    """The end of the last WAL record, from the insert position.
+
+    When the last record ends exactly at a page boundary, the insert
+    position is already past the next page's header, and a replica's replay
+    position stops at the boundary until more WAL comes: a token there would
+    keep its reads on the primary however long the primary stays idle.
+    """
+    if segment_offset == LONG_PAGE_HEADER:
+        return insert - LONG_PAGE_HEADER
+    if insert % WAL_PAGE == SHORT_PAGE_HEADER:
+        return insert - SHORT_PAGE_HEADER
+    return insert
+
+
 def format_lsn(position: int) -> str:
     return f"{position >> 32:X}/{position & 0xFFFFFFFF:X}"
 
@@ -48,8 +69,16 @@ class PostgreSQL:
     has_positions = True
 
     def primary_position(self, cursor: Any) -> int | None:
-        cursor.execute("SELECT pg_current_wal_lsn()::text")
-        return parse_lsn(cursor.fetchone()[0])
+        # The insert position, not pg_current_wal_lsn() (the write position):
+        # after an asynchronous commit (synchronous_commit = off) the commit
+        # record is inserted but may not be written yet, so the write
+        # position can point before the commit.
+        cursor.execute(
+            "SELECT lsn::text, (pg_walfile_name_offset(lsn)).file_offset"
+            " FROM (SELECT pg_current_wal_insert_lsn() AS lsn) AS current"
+        )
+        lsn, segment_offset = cursor.fetchone()
+        return record_end(parse_lsn(lsn), segment_offset)
 
     def replica_state(self, cursor: Any) -> ReplicaState:
         cursor.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")

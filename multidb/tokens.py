@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Final
 
 from asgiref.sync import sync_to_async
@@ -23,8 +24,8 @@ from .pinning import (
     RequestState,
     Scope,
     _Override,
+    app_in_atomic,
     current_request,
-    in_atomic,
 )
 from .positions import adapter
 
@@ -50,22 +51,21 @@ def sign(position: int, alias: str = DEFAULT_DB_ALIAS) -> str:
 def pin_for(value: str) -> bool | int:
     """What a pin cookie (or header) value asks of the reads that carry it.
 
-    A valid token gives the position to wait for; an expired one gives no
-    pin (the write is older than ``MULTIDB_PINNING_SECONDS``); anything else
-    (the legacy ``y``, a bad signature, garbage, a position the primary's
-    database cannot report) pins by time.
+    A validly signed token gives the position to wait for, whatever its age:
+    an old position costs nothing, since every replica past it qualifies.
+    Anything else (the legacy ``y``, a bad signature, garbage, a position the
+    primary's database cannot report) pins by time; a token on a database
+    without positions is a time pin too, so it expires after
+    ``MULTIDB_PINNING_SECONDS``.
     """
     if value == LEGACY_VALUE:
         return TIME_PIN
     if len(value) > MAX_TOKEN_LENGTH:
         logger.debug("pin token ignored: %d characters long", len(value))
         return TIME_PIN
+    signer = signing.TimestampSigner(salt=SALT)
     try:
-        raw = signing.TimestampSigner(salt=SALT).unsign(
-            value, max_age=conf.PINNING_SECONDS
-        )
-    except signing.SignatureExpired:
-        return NO_PIN
+        raw = signer.unsign(value)
     except (signing.BadSignature, UnicodeEncodeError, ValueError):
         # UnicodeEncodeError: a string that is not even text (lone surrogates,
         # as JSON can carry them).  ValueError: signed with our key by a
@@ -75,11 +75,38 @@ def pin_for(value: str) -> bool | int:
     alias, _, lsn = raw.rpartition(":")
     if alias != DEFAULT_DB_ALIAS or not has_positions():
         logger.debug("pin token for %r: pinning by time", alias)
-        return TIME_PIN
+        return _time_pin_unless_expired(signer, value)
     try:
         return _parse_hex(lsn)
     except ValueError:
         return TIME_PIN
+
+
+def _time_pin_unless_expired(signer: signing.TimestampSigner, value: str) -> bool:
+    try:
+        signer.unsign(value, max_age=conf.PINNING_SECONDS)
+    except signing.SignatureExpired:
+        return NO_PIN
+    return TIME_PIN
+
+
+def cookie_seconds() -> int:
+    """The ``max-age`` of a position token's cookie.
+
+    A browser drops the cookie after ``max-age``, and a replica stays in
+    rotation until the prober sees it more than ``MULTIDB_REPLICA_MAX_LAG``
+    behind: the cookie must outlive the lag limit plus one probe round
+    (an interval, and a timeout for the primary and for the replicas), or a
+    user whose replicas are just within the limit would miss their own
+    write.  Without a lag limit or without probes no lifetime is enough;
+    ``multidb.W006`` says so, and the time rule applies.
+    """
+    seconds = conf.PINNING_SECONDS
+    max_lag, interval = conf.REPLICA_MAX_LAG, conf.HEALTH_CHECK_INTERVAL
+    if max_lag is None or interval is None:
+        return seconds
+    probe_round = interval + 2 * conf.HEALTH_CHECK_TIMEOUT
+    return max(seconds, math.ceil(max_lag + probe_round))
 
 
 def _parse_hex(text: str) -> int:
@@ -136,7 +163,7 @@ def read_alias_after(request: RequestState) -> str:
     read goes to the primary if it has not caught up.
     """
     position = request.pinned
-    if in_atomic():
+    if app_in_atomic(request):
         return DEFAULT_DB_ALIAS
     current = replicas.rotation()
     known = _known_positions()
@@ -146,7 +173,7 @@ def read_alias_after(request: RequestState) -> str:
     # replayed the token instead of all going to the first one by name.
     for alias in (sticky.pick(), *sorted(current.usable)):
         if alias in current.usable and known.get(alias, -1) >= position:
-            return _settle(request, alias, current)
+            return _settle(request, alias, current, position)
     if request.checked or _on_event_loop():
         # Django forbids queries on an event loop's thread (``QuerySet.db``
         # in an async view): read the primary, and leave the one check to a
@@ -161,7 +188,7 @@ def read_alias_after(request: RequestState) -> str:
     alias = max(current.usable, key=lambda a: (known.get(a, -1), a == own))
     replayed = replay_position(alias)
     if replayed is not None and replayed >= position:
-        return _settle(request, alias, current)
+        return _settle(request, alias, current, position)
     return DEFAULT_DB_ALIAS
 
 
@@ -180,8 +207,16 @@ def stricter(a: bool | int, b: bool | int) -> bool | int:
     return max(a, b)
 
 
-def _settle(request: RequestState, alias: str, current: replicas.Rotation) -> str:
-    request.settled = request.pinned
+def _settle(
+    request: RequestState, alias: str, current: replicas.Rotation, position: int
+) -> str:
+    """Let ``request`` read ``alias``, which has replayed ``position``."""
+    pinned = request.pinned
+    if type(pinned) is not int or pinned != position:
+        # The pin changed while the replica was being asked: another thread
+        # of the same request wrote, and that write pins the rest of it.
+        return DEFAULT_DB_ALIAS
+    request.settled = position
     request.pinned = False
     request.sticky.alias = alias
     request.sticky.rotation = current
@@ -227,8 +262,11 @@ class ReadAfter(_Override):
         outer = scope.request
         if outer is not None and not scope.unpinned:
             # Never less fresh than the enclosing request: its own write (or
-            # time pin, or token) still counts inside the block.
+            # time pin, or token, even one its replica has already replayed)
+            # still counts inside the block.
             pinned = stricter(pinned, outer.pinned)
+            if outer.settled is not None:
+                pinned = stricter(pinned, outer.settled)
         state = RequestState(pinned, outer=scope.request)
         # The token replaces a forced replica (the innermost block wins), but
         # never a forced primary: the block must not read less fresh data.

@@ -637,30 +637,30 @@ def test_a_request_moves_off_a_replica_taken_out_of_rotation():
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
-def test_primary_in_atomic_tracks_atomic_on_the_primary():
-    assert pinning.primary_in_atomic() is False
+def test_app_in_atomic_tracks_atomic_on_the_primary():
+    assert pinning.app_in_atomic() is False
     with transaction.atomic():
-        assert pinning.primary_in_atomic() is True
+        assert pinning.app_in_atomic() is True
         assert read() == "default"
         with use_replica("replica1"):
             assert read() == "replica1"  # an explicit replica still wins
-    assert pinning.primary_in_atomic() is False
+    assert pinning.app_in_atomic() is False
     assert kind(read()) == "replica"
     with transaction.atomic(using="replica1"):
-        assert pinning.primary_in_atomic() is False
+        assert pinning.app_in_atomic() is False
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
-def test_primary_in_atomic_from_a_fresh_thread(monkeypatch):
+def test_app_in_atomic_from_a_fresh_thread(monkeypatch):
     # Forget the storage found so far, so the fresh thread takes the slow path.
     monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
 
     def fresh_thread() -> list[object]:
-        seen: list[object] = [pinning.primary_in_atomic(), kind(read())]
+        seen: list[object] = [pinning.app_in_atomic(), kind(read())]
         try:
             with transaction.atomic():
-                seen += [pinning.primary_in_atomic(), read()]
-            seen += [pinning.primary_in_atomic(), kind(read())]
+                seen += [pinning.app_in_atomic(), read()]
+            seen += [pinning.app_in_atomic(), kind(read())]
         finally:
             connections.close_all()
         return seen
@@ -722,12 +722,13 @@ def test_replica_alias_follows_the_block_then_the_request_then_the_rotation():
             assert pinning.replica_alias() == request_replica
 
 
-def test_primary_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
+def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
     """If a future asgiref stops exposing a ``threading.local``, the fast path
     stays off and the answer still comes from Django's connection."""
 
     class Connection:
         in_atomic_block = True
+        atomic_blocks = [transaction.Atomic("default", savepoint=True, durable=False)]
 
     class Connections:
         _connections = object()  # no ``_storage``
@@ -739,6 +740,6 @@ def test_primary_in_atomic_works_when_django_hides_its_thread_local(monkeypatch)
     found = pinning._NotFound()
     monkeypatch.setattr(pinning, "_primary_storage", found)
     monkeypatch.setattr(pinning, "connections", Connections())
-    assert pinning.primary_in_atomic() is True
+    assert pinning.app_in_atomic() is True
     assert read() == "default"
     assert pinning._primary_storage is found

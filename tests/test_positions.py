@@ -16,6 +16,7 @@ from multidb.positions import (
     adapter,
     format_lsn,
     parse_lsn,
+    record_end,
 )
 
 
@@ -89,3 +90,19 @@ def test_reachability_only_runs_a_query_and_reports_no_position():
 
     assert position is None
     assert state == ReplicaState(is_replica=True, replay_position=None)
+
+
+@pytest.mark.parametrize(
+    ("insert", "segment_offset", "end"),
+    [
+        (0x3000148, 0x148, 0x3000148),  # inside a page
+        (0x3002018, 0x2018, 0x3002000),  # just past a page header
+        (0x3000028, 0x28, 0x3000000),  # just past a segment's long header
+        (0x3002028, 0x2028, 0x3002028),  # 40 bytes into a page: a record ended there
+        (0x3002020, 0x2020, 0x3002020),
+    ],
+)
+def test_a_token_at_a_page_start_is_the_end_of_the_record_before_the_header(
+    insert, segment_offset, end
+):
+    assert record_end(insert, segment_offset) == end

@@ -207,6 +207,11 @@ def token_values(draw: Any, replayed: int) -> tuple[str, bool | int, str]:
     if kind == "expired":
         alias = draw(st.sampled_from(["default", "replica1"]))
         age = draw(st.integers(20, 10**8))
+        if alias == "default":
+            # A position token counts whatever its age.
+            position = draw(st.integers(0, replayed))
+            return _signed(payload(position), age=age), position, "replica"
+        # A token for another alias pins by time, and that expires.
         return _signed(payload(draw(positions), alias), age=age), False, "replica"
     valid_shape = payload(draw(positions))
     value = {

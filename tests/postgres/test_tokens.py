@@ -43,7 +43,7 @@ REPLICAS = ("replica1", "replica2")
 #: The SQL of the one check a request may make on a replica.
 REPLAY_QUERY = "pg_last_wal_replay_lsn"
 #: The SQL of the one position query a writing request makes on the primary.
-POSITION_QUERY = "pg_current_wal_lsn"
+POSITION_QUERY = "pg_current_wal_insert_lsn"
 
 
 def port(alias: str) -> int:
@@ -109,14 +109,14 @@ def in_thread(fn: Callable[[], T]) -> T:
 
 
 class _SignedInThePast(signing.TimestampSigner):
-    """Signs with a timestamp an hour old: a token that has expired."""
+    """Signs with a timestamp an hour old: a token older than any cookie."""
 
     def timestamp(self) -> str:
         return signing.b62_encode(int(time.time()) - 3600)
 
 
-def expired_token(position: int) -> str:
-    value = f"default:{format_lsn(position)}"
+def old_token(position: int) -> str:
+    value = f"default:{position:X}"
     return _SignedInThePast(salt=tokens.SALT).sign(value)
 
 
@@ -172,8 +172,11 @@ def test_a_post_with_replicas_paused_sets_a_signed_position_token_not_the_legacy
     assert token != "y"
     assert token.startswith("default:")
     assert type(position) is int
-    assert before < position <= primary_lsn(pg_cluster)
-    assert response.cookies[pinning_cookie()]["max-age"] == 15
+    inserted = parse_lsn(
+        pg_cluster.primary.scalar("SELECT pg_current_wal_insert_lsn()")
+    )
+    assert before < position <= inserted
+    assert response.cookies[pinning_cookie()]["max-age"] == tokens.cookie_seconds()
 
 
 def test_with_replicas_paused_the_token_finds_the_row_on_the_primary_none_misses_it(
@@ -239,7 +242,7 @@ def test_with_one_replica_behind_token_reads_never_go_to_it(
         assert set(ports) == {PRIMARY, port("replica2")}
 
 
-# --- tokens that are not valid pin by time; an expired one is ignored ----------
+# --- tokens that are not valid pin by time; an old one still bounds freshness --
 
 
 def _forged_shape() -> str:
@@ -294,16 +297,21 @@ def test_a_validly_signed_token_no_replica_can_reach_reads_the_primary(pg_cluste
     assert {(a["found"], a["port"]) for a in answers} == {(True, PRIMARY)}
 
 
-def test_an_expired_token_is_ignored_so_the_request_reads_a_replica(faults, pg_cluster):
+def test_an_hour_old_token_still_reads_only_where_its_write_was_replayed(
+    faults, pg_cluster
+):
     pause_both(faults)
     Item.objects.create(name="old-write")
-    token = expired_token(primary_lsn(pg_cluster))
+    position = primary_lsn(pg_cluster)
+    token = old_token(position)
 
-    answer = find(client_with(token), "old-write")
+    behind = find(client_with(token), "old-write")
+    resume_both(faults, pg_cluster)
+    caught_up = find(client_with(token), "old-write")
 
-    assert tokens.pin_for(token) is False
-    assert answer["found"] is False
-    assert answer["port"] in REPLICA_PORTS
+    assert tokens.pin_for(token) == position
+    assert (behind["found"], behind["port"]) == (True, PRIMARY)
+    assert (caught_up["found"], caught_up["port"] in REPLICA_PORTS) == (True, True)
 
 
 @hypothesis_settings(
@@ -522,7 +530,7 @@ def test_read_after_an_older_token_in_a_request_with_a_newer_token_waits_for_the
     assert (alone["found"], alone["port"] in REPLICA_PORTS) == (False, True)
 
 
-def test_read_after_a_newer_token_in_a_request_with_an_older_or_expired_one(
+def test_read_after_a_newer_token_in_a_request_with_an_older_or_hour_old_one(
     faults, pg_cluster
 ):
     older = multidb.write_token()
@@ -530,7 +538,7 @@ def test_read_after_a_newer_token_in_a_request_with_an_older_or_expired_one(
     pause_both(faults)
     Item.objects.create(name="newest")
     newer = multidb.write_token()
-    expired = expired_token(tokens.pin_for(newer))  # type: ignore[arg-type]
+    hour_old = old_token(tokens.pin_for(newer))  # type: ignore[arg-type]
 
     results = []
     for outer in (older, None):
@@ -538,19 +546,15 @@ def test_read_after_a_newer_token_in_a_request_with_an_older_or_expired_one(
         try:
             with read_after(newer):
                 results.append(_lookup("newest"))
-            with read_after(expired):
+            with read_after(hour_old):
                 results.append(_lookup("newest"))
         finally:
             end_request(request)
 
-    newer_in_older, expired_in_older, newer_alone, expired_alone = results
-    assert (newer_in_older["found"], newer_in_older["port"]) == (True, PRIMARY)
-    assert (newer_alone["found"], newer_alone["port"]) == (True, PRIMARY)
-    # An expired token adds no pin: the request's own (older) token decides,
-    # which the paused replicas have replayed; with no token, a replica.
-    assert expired_in_older["port"] in REPLICA_PORTS
-    assert expired_alone["port"] in REPLICA_PORTS
-    assert not expired_in_older["found"] and not expired_alone["found"]
+    # The token's age does not matter: its position does.
+    assert {(result["found"], result["port"]) for result in results} == {
+        (True, PRIMARY)
+    }
 
 
 def test_read_after_inside_an_unpinned_block_of_a_pinned_request(faults):
