@@ -356,10 +356,7 @@ def pgbouncer(
     try:
         yield {alias: bouncer.django_settings(node) for alias, node in nodes.items()}
     finally:
-        try:
-            bouncer.stop()
-        finally:
-            bouncer.release()
+        bouncer.stop()
 
 
 def fork_check(url: str, workers: int, attempts: int = 60) -> dict[str, Any]:
