@@ -1,4 +1,5 @@
-"""The Django site that ``benchmarks.consistency`` serves with uvicorn.
+"""The Django site that ``benchmarks.consistency`` and ``benchmarks.faults``
+serve with uvicorn or gunicorn.
 
 One settings module for every configuration: the router (the seed's or
 ours), the pin length and the pinning mode come from the JSON in the
