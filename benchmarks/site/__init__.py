@@ -4,7 +4,8 @@ serve with uvicorn or gunicorn.
 One settings module for every configuration: the router (the seed's or
 ours), the pin length and the pinning mode come from the JSON in the
 environment variable ``MULTIDB_BENCH_SITE``, which the benchmark sets.  The
-views import neither router, so both run the same code.
+views import neither router, so both run the same code (``probes``, routed
+for ours only, reads the state of ours' prober).
 """
 
 #: The benchmark's table: created (and dropped) by ``benchmarks.consistency``.
