@@ -24,6 +24,10 @@ Commands:
                          The PostgreSQL tests need server binaries (found or
                          installed automatically; override with
                          PGBIN=/path/to/bin).  Skip them with -m "not postgres".
+                         Without paths it then runs django-multidb-router
+                         0.11's own test suite (downloaded, never committed)
+                         20 times with each settings module in
+                         tests/seed_suite/.
   check                  ruff check, ruff format --check, mypy, django-admin
                          check, and a wheel-contents sanity check.
   shell                  django-admin shell with tests.settings.
@@ -272,6 +276,18 @@ cmd_test() {
     fi
     if ((${#pg_paths[@]})); then
         run_session "PostgreSQL tests" --ds=tests.postgres.settings "${opts[@]}" "${pg_paths[@]}"
+    fi
+    # django-multidb-router 0.11's own test suite, unchanged, against this
+    # package: 20 runs in one process for each settings module.
+    if ((!any_path)); then
+        local seed_settings
+        for seed_settings in settings_011 settings_readme settings_prober; do
+            printf '\n=== 0.11 suite: %s\n' "$seed_settings" >&2
+            rc=0
+            "$py" -m coverage run --append -m tests.seed_suite \
+                --settings "tests.seed_suite.$seed_settings" --runs 20 || rc=$?
+            ((rc == 0)) || failed+=("0.11 suite with $seed_settings (exit $rc)")
+        done
     fi
     if ((!ran && ${#failed[@]} == 0)); then
         failed+=("no tests ran")
