@@ -15,6 +15,7 @@ a cookie and as a header, through the WSGI and ASGI handlers.
 
 from __future__ import annotations
 
+import random
 import string
 import time
 from collections.abc import Iterator
@@ -27,10 +28,12 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core import signing
 from django.core.asgi import get_asgi_application
+from django.db import connections
 from django.test import AsyncClient, Client, override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
 
 from benchmarks import concurrency
 from multidb import tokens
@@ -317,3 +320,16 @@ def test_fuzzed_tokens_read_where_the_readme_says_on_postgres(
         assert db == "default"
     elif reads == "replica":
         assert db in REPLICAS
+
+
+def test_a_pool_connecting_in_the_background_leaves_the_global_random_alone():
+    """Hypothesis fails a test when the global random state changes while the
+    test draws, whichever thread changed it (tests/postgres/conftest.py)."""
+    before = random.getstate()
+
+    params = connections["replica1"].get_connection_params()
+    with ConnectionPool(kwargs=params, min_size=2, open=True) as pool:
+        pool.wait(timeout=30)
+
+    unchanged = random.getstate() == before
+    assert unchanged, "a pool connecting changed the global random state"
