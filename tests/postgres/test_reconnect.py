@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
-from multidb import health, use_replica
+from multidb import health, reconnect, use_replica
 from tests.app.models import Item
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -116,3 +116,23 @@ def test_a_worker_thread_writes_to_a_restarted_primary_once_the_prober_sees_it_b
         wait_for_state(wait_until, "default", "ok")
 
         assert worker.run(write_and_read_back("after")) == "after"
+
+
+def test_a_recheck_of_a_server_that_is_fine_checks_once_and_keeps_the_connection(
+    worker,
+):
+    def connection_and_hook() -> tuple[object, bool]:
+        wrapper = connections["replica1"]
+        return wrapper.connection, reconnect.HOOK in vars(wrapper)
+
+    worker.run(read_port_from("replica1"))
+    before, _ = worker.run(connection_and_hook)
+
+    reconnect.recheck("replica1")
+    armed = worker.run(connection_and_hook)
+    assert worker.run(read_port_from("replica1")) == port_of("replica1")
+    after = worker.run(connection_and_hook)
+
+    assert armed == (before, True)
+    # No check left behind for the queries after it, on the same connection.
+    assert after == (before, False)
