@@ -139,13 +139,15 @@ class Faults:
         self.cluster.stop_node(node)
         return node
 
-    def start(self, alias: str) -> Node:
+    def start(self, alias: str, keep_connections: bool = False) -> Node:
         """Start a stopped server again, and drop this thread's Django
-        connections to it (and its pool), which died with it."""
+        connections to it (and its pool), which died with it, unless
+        ``keep_connections`` (a test of what heals them)."""
         node = self.node(alias)
         self.cluster.start_node(node)
         self._stopped.remove(node)
-        reset_connections(alias)
+        if not keep_connections:
+            reset_connections(alias)
         return node
 
     def freeze(self, alias: str) -> Node:
