@@ -745,11 +745,18 @@ class PgBouncer:
     where it is ``DISCARD ALL``), trust authentication, idle server
     connections closed after ``SERVER_IDLE_TIMEOUT`` seconds, and the
     startup parameters that drivers send and PgBouncer does not track
-    (``extra_float_digits``, ``options``) ignored.  A server that cannot be
-    reached is retried every ``SERVER_LOGIN_RETRY`` seconds (PgBouncer's
-    default is 15: a restarted server would stay out of reach that long), and
-    a query waits at most ``QUERY_WAIT_TIMEOUT`` seconds for a server
-    connection before PgBouncer fails it (its default is 120).
+    (``extra_float_digits``, ``options``) ignored.
+
+    A stopped server behind PgBouncer (measured with PgBouncer 1.18): clients
+    still connect to PgBouncer.  The query that makes it try the server waits
+    ``QUERY_WAIT_TIMEOUT`` seconds (PgBouncer's default: 120), then fails with
+    ``query_wait_timeout``; after that failed attempt every client fails at
+    once with "server login has been failing, try again later
+    (server_login_retry)" (SQLSTATE 08P01 both times) until an attempt, every
+    ``SERVER_LOGIN_RETRY`` seconds (PgBouncer's default: 15), succeeds.  Both
+    are short here, so that faults show up and clear within a test.  A frozen
+    server hangs a query on a server connection PgBouncer already holds, as it
+    would without PgBouncer.
 
     PgBouncer refuses to run as root: as root it runs as the ``postgres`` OS
     user, like the servers.  Its files live in ``<cluster base_dir>/pgbouncer``.
@@ -761,8 +768,10 @@ class PgBouncer:
     SERVER_LOGIN_RETRY = 0.2
     #: Seconds PgBouncer gives a server to accept a connection.
     SERVER_CONNECT_TIMEOUT = 2
-    #: Seconds a client's query may wait for a server connection.
-    QUERY_WAIT_TIMEOUT = 5
+    #: Seconds a client's query may wait for a server connection: below
+    #: ``MULTIDB_HEALTH_CHECK_TIMEOUT`` (1 s by default), so that a probe of a
+    #: stopped server fails with PgBouncer's error rather than timing out.
+    QUERY_WAIT_TIMEOUT = 0.5
     POOL_MODES = ("session", "transaction", "statement")
 
     def __init__(self, cluster: Cluster, pool_mode: str = "transaction") -> None:
@@ -899,6 +908,34 @@ class PgBouncer:
                 f"PgBouncer to close its server connections to {node.name}",
                 lambda node=node: not self.admin(node, "SHOW SERVERS"),
                 timeout,
+            )
+
+    def wait_reachable(self, node: Node, timeout: float = 15) -> None:
+        """Wait until a query through PgBouncer reaches ``node``, in each
+        database PgBouncer has a pool for.
+
+        After PgBouncer has failed to reach a server, it fails new clients of
+        that pool (database and user) at once ("server login has been
+        failing") until one of its attempts, every ``SERVER_LOGIN_RETRY``
+        seconds, succeeds: a server that is back may stay out of reach
+        through PgBouncer for that long.
+        """
+        import psycopg
+
+        pools = self.admin(node, "SHOW POOLS")
+        dbnames = {"postgres"} | {str(row[0]) for row in pools if row[0] != "pgbouncer"}
+        deadline = time.monotonic() + timeout
+
+        def reachable(dbname: str) -> bool:
+            with psycopg.connect(self.dsn(node, dbname), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return True
+
+        for dbname in sorted(dbnames):
+            _wait(
+                f"{node.name} to be reachable through PgBouncer (database {dbname})",
+                partial(reachable, dbname),
+                max(0.0, deadline - time.monotonic()),
             )
 
     def admin(self, node: Node, command: str) -> list[tuple[Any, ...]]:
