@@ -125,12 +125,11 @@ def read_then_time_out_on_the_primary(request: HttpRequest) -> JsonResponse:
     """Read from a replica, then hit a statement timeout on the primary: an
     ``OperationalError`` (SQLSTATE 57014) that says nothing about the replica."""
     Item.objects.exists()
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SET statement_timeout = '10ms'")
-        try:
-            cursor.execute("SELECT pg_sleep(1)")
-        finally:
-            cursor.execute("RESET statement_timeout")
+    # SET LOCAL in a transaction: a plain SET could stay behind on a server
+    # connection that PgBouncer (transaction pooling) hands to someone else.
+    with transaction.atomic(using="default"), connections["default"].cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '10ms'")
+        cursor.execute("SELECT pg_sleep(1)")
     return JsonResponse({})
 
 
