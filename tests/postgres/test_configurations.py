@@ -20,6 +20,7 @@ from django.test import AsyncClient, Client, override_settings
 
 import multidb
 from multidb import health, read_after, tokens
+from multidb.checks import check_read_your_writes
 from multidb.middleware import pinning_cookie
 from multidb.pinning import begin_request, end_request
 from tests.app.models import Item
@@ -259,3 +260,31 @@ def test_under_atomic_requests_the_next_request_reads_its_write_by_token(
 
     assert (mine["found"], mine["port"]) == (True, PRIMARY)
     assert (other["found"], other["port"] in REPLICA_PORTS) == (False, True)
+
+
+# --- the check that the cookie can outlive the lag limit ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("configured", "ids"),
+    [
+        (
+            {"MULTIDB_HEALTH_CHECK_INTERVAL": 1.0, "MULTIDB_REPLICA_MAX_LAG": 30},
+            [],
+        ),
+        ({"MULTIDB_HEALTH_CHECK_INTERVAL": None}, ["multidb.W006"]),
+        (
+            {"MULTIDB_HEALTH_CHECK_INTERVAL": 1.0, "MULTIDB_REPLICA_MAX_LAG": None},
+            ["multidb.W006"],
+        ),
+        (
+            {"MULTIDB_HEALTH_CHECK_INTERVAL": None, "MULTIDB_PINNING_MODE": "time"},
+            [],
+        ),
+    ],
+)
+def test_a_primary_with_positions_and_nothing_bounding_lag_warns(configured, ids):
+    with override_settings(**configured):
+        found = check_read_your_writes()
+
+    assert [message.id for message in found] == ids
