@@ -91,16 +91,16 @@ class _Connection:
         # A pool would hand the probe a request's idle connection, or make it
         # wait behind requests for one.
         options.pop("pool", None)
+        name = settings_dict["NAME"]
         backend = load_backend(settings_dict["ENGINE"])
         self.wrapper = backend.DatabaseWrapper(settings_dict, alias)
         if self.wrapper.vendor == "postgresql":
             options["connect_timeout"] = max(1, math.ceil(timeout))
-            if under_test_runner():
-                # Positions belong to the server, not to a database.  A probe
-                # connection to the test database would keep it from being
-                # dropped at the end of the run: use the maintenance database,
-                # as Django itself does to create and drop it.
-                settings_dict["NAME"] = None
+            # Positions belong to the server, not to a database.  A probe
+            # connection to the test database would keep it from being
+            # dropped at the end of the run: there, use the maintenance
+            # database, as Django itself does to create and drop it.
+            settings_dict["NAME"] = None if under_test_runner() else name
         self.wrapper.inc_thread_sharing()
         self.adapter = adapter(self.wrapper.vendor)
 

@@ -21,8 +21,6 @@ from django.db import connections
 
 from .conf import DEFAULT_DB_ALIAS
 
-#: Set on a primary connection whose thread already has its mirrors shared.
-_MARK = "_multidb_mirrors_shared"
 #: What a mirror takes from the primary's connection: its queries.  The rest
 #: (transactions included: a ``TestCase`` opens one on each listed mirror
 #: too) stays the mirror's own.
@@ -66,19 +64,10 @@ class SharedMirror:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self.own, name, value)
 
-    def __delattr__(self, name: str) -> None:
-        delattr(self.own, name)
-
-    def __repr__(self) -> str:
-        return f"<SharedMirror {self.own.alias!r} of {self.primary.alias!r}>"
-
 
 def share(primary: Any) -> None:
     """In this thread, let every test mirror of the primary use ``primary``
     (this thread's connection to it) while a ``TestCase`` block is open."""
-    if getattr(primary, _MARK, False):
-        return
-    setattr(primary, _MARK, True)
     for alias, settings_dict in connections.settings.items():
         mirror = (settings_dict.get("TEST") or {}).get("MIRROR")
         if alias == DEFAULT_DB_ALIAS or mirror != DEFAULT_DB_ALIAS:
