@@ -21,9 +21,16 @@ Commands:
                          arguments 100% coverage is enforced; with arguments
                          coverage is only reported.  Options go to both
                          sessions; paths go to the session they belong to.
-                         The PostgreSQL tests need server binaries (found or
-                         installed automatically; override with
-                         PGBIN=/path/to/bin).  Skip them with -m "not postgres".
+                         The PostgreSQL tests need server binaries and
+                         pgbouncer (found or installed automatically; override
+                         with PGBIN=/path/to/bin, PGBOUNCER=/path/to/pgbouncer);
+                         test_replication, test_tokens and test_health run
+                         both directly and through PgBouncer in transaction
+                         pooling mode.  Skip them with -m "not postgres".
+                         Without paths it then runs django-multidb-router
+                         0.11's own test suite (downloaded, never committed)
+                         20 times with each settings module in
+                         tests/seed_suite/.
   check                  ruff check, ruff format --check, mypy, django-admin
                          check, and a wheel-contents sanity check.
   shell                  django-admin shell with tests.settings.
@@ -140,14 +147,27 @@ find_pgbin() {
     return 0
 }
 
+# apt-get install as root, running apt-get update once per run.
+APT_UPDATED=0
+apt_install() {
+    if ((!APT_UPDATED)); then
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "$@" >/dev/null
+}
+
+can_apt_install() {
+    [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1
+}
+
 ensure_postgres() {
     local bin
     bin=$(find_pgbin)
-    if [[ -z $bin && $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    if [[ -z $bin ]] && can_apt_install; then
         log "PostgreSQL server binaries not found; installing Debian's postgresql package"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-            postgresql >/dev/null
+        apt_install postgresql
         bin=$(find_pgbin)
     fi
     if [[ -z $bin ]]; then
@@ -169,6 +189,37 @@ print(b if (b / "initdb").exists() else "")')
         exit 1
     fi
     export PGBIN="$bin"
+}
+
+# Print the pgbouncer executable, or nothing.  Debian installs it in
+# /usr/sbin, which is not on every PATH.
+find_pgbouncer() {
+    if [[ -n ${PGBOUNCER:-} ]]; then
+        [[ -x $PGBOUNCER && -f $PGBOUNCER ]] || die "PGBOUNCER=$PGBOUNCER is not an executable"
+        echo "$PGBOUNCER"
+        return 0
+    fi
+    PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v pgbouncer 2>/dev/null || true
+}
+
+# The PostgreSQL tests also run through PgBouncer (tests/cluster.py starts
+# it): a missing pgbouncer is an error, never a skip.
+ensure_pgbouncer() {
+    local exe
+    exe=$(find_pgbouncer)
+    if [[ -z $exe ]] && can_apt_install; then
+        log "pgbouncer not found; installing Debian's pgbouncer package"
+        apt_install pgbouncer
+        exe=$(find_pgbouncer)
+    fi
+    if [[ -z $exe ]]; then
+        log "error: pgbouncer not found."
+        log "       Install it (e.g. 'apt-get install pgbouncer'), or set PGBOUNCER"
+        log "       to the pgbouncer executable, or skip the PostgreSQL tests with"
+        log "       ./run.sh test -m \"not postgres\""
+        exit 1
+    fi
+    export PGBOUNCER="$exe"
 }
 
 # True if the arguments opt out of the postgres-marked tests.
@@ -244,6 +295,7 @@ cmd_test() {
     fi
     if ((${#pg_paths[@]})); then
         ensure_postgres
+        ensure_pgbouncer
     fi
 
     local py=$VENV/bin/python failed=() ran=0 rc
@@ -272,6 +324,18 @@ cmd_test() {
     fi
     if ((${#pg_paths[@]})); then
         run_session "PostgreSQL tests" --ds=tests.postgres.settings "${opts[@]}" "${pg_paths[@]}"
+    fi
+    # django-multidb-router 0.11's own test suite, unchanged, against this
+    # package: 20 runs in one process for each settings module.
+    if ((!any_path)); then
+        local seed_settings
+        for seed_settings in settings_011 settings_readme settings_prober; do
+            printf '\n=== 0.11 suite: %s\n' "$seed_settings" >&2
+            rc=0
+            "$py" -m coverage run --append -m tests.seed_suite \
+                --settings "tests.seed_suite.$seed_settings" --runs 20 || rc=$?
+            ((rc == 0)) || failed+=("0.11 suite with $seed_settings (exit $rc)")
+        done
     fi
     if ((!ran && ${#failed[@]} == 0)); then
         failed+=("no tests ran")
@@ -342,7 +406,10 @@ cmd_shell() {
 
 cmd_tox() {
     ensure_venv
-    opts_out_of_postgres "$@" || ensure_postgres
+    if ! opts_out_of_postgres "$@"; then
+        ensure_postgres
+        ensure_pgbouncer
+    fi
     ensure_tox_interpreters
     exec "$VENV/bin/tox" "$@"
 }

@@ -110,7 +110,7 @@ def candidates() -> list[tuple[str, str, Setup]]:
     import multidb_seed  # type: ignore[import-not-found]
     import multidb_seed.pinning  # type: ignore[import-not-found]
     from django.contrib.auth.models import User
-    from django.db import connections
+    from django.db import connections, transaction
 
     from multidb import PinningReplicaRouter, replicas
     from multidb import pinning as ours_pinning
@@ -163,6 +163,13 @@ def candidates() -> list[tuple[str, str, Setup]]:
                 ours_pinning.begin_request(False)
             elif state == "request pinned":
                 ours_pinning.begin_request(True)
+            elif state == "atomic view":
+                # Django's handler runs the view in atomic() on the primary
+                # (ATOMIC_REQUESTS); the middleware has noted it.
+                ours_pinning.begin_request(False)
+                ours_pinning.current_request().atomic_view = True  # type: ignore[union-attr]
+                _view_block.append(transaction.atomic())
+                _view_block[-1].__enter__()
             elif state == "token settled":
                 publish_positions(aliases, POSITION + 1)
                 ours_pinning.begin_request(POSITION)
@@ -189,6 +196,16 @@ def candidates() -> list[tuple[str, str, Setup]]:
 
     rows: list[tuple[str, str, Setup]] = [
         (DIRECT, "floor: constant router", constant(direct)),
+        (
+            DIRECT,
+            "ours unpinned, in an ATOMIC_REQUESTS view",
+            ours_state("atomic view"),
+        ),
+        (
+            THROUGH_DJANGO,
+            "ours unpinned, in an ATOMIC_REQUESTS view",
+            ours_state("atomic view", via_django),
+        ),
         (DIRECT, "seed ReplicaRouter", lambda: (seed_replica.db_for_read, User)),
         (DIRECT, "seed unpinned", seed_state(seed, False, direct)),
         (DIRECT, "seed pinned", seed_state(seed, True, direct)),
@@ -222,7 +239,22 @@ def candidates() -> list[tuple[str, str, Setup]]:
         ]:
             name = f"{count:2} replicas, {label}"
             rows.append((BY_COUNT, name, ours_state(state, aliases=aliases)))
-    return rows
+    return [(group, name, _outside_the_view(setup)) for group, name, setup in rows]
+
+
+#: The atomic() block an "ATOMIC_REQUESTS view" row has open.
+_view_block: list[Any] = []
+
+
+def _outside_the_view(setup: Setup) -> Setup:
+    """``setup``, after closing the block a previous row left open."""
+
+    def fresh() -> Call:
+        while _view_block:
+            _view_block.pop().__exit__(None, None, None)
+        return setup()
+
+    return fresh
 
 
 def _time_block(call: Call, calls: int) -> float:
@@ -310,6 +342,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
         for name, versus in [
             ("ours unpinned", "seed unpinned"),
             ("ours unpinned, in a request", "seed unpinned"),
+            ("ours unpinned, in an ATOMIC_REQUESTS view", "seed unpinned"),
             ("ours pinned", "seed pinned"),
             ("ours pinned, in a request", "seed pinned"),
         ]:

@@ -28,7 +28,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.db.utils import load_backend
 from django.dispatch import receiver
 
-from . import replicas, signals
+from . import reconnect, replicas, signals
 from .conf import DEFAULT_DB_ALIAS, conf, under_test_runner
 from .pinning import current_request
 from .positions import ReplicaState, adapter, format_lsn, parse_lsn
@@ -91,16 +91,16 @@ class _Connection:
         # A pool would hand the probe a request's idle connection, or make it
         # wait behind requests for one.
         options.pop("pool", None)
+        name = settings_dict["NAME"]
         backend = load_backend(settings_dict["ENGINE"])
         self.wrapper = backend.DatabaseWrapper(settings_dict, alias)
         if self.wrapper.vendor == "postgresql":
             options["connect_timeout"] = max(1, math.ceil(timeout))
-            if under_test_runner():
-                # Positions belong to the server, not to a database.  A probe
-                # connection to the test database would keep it from being
-                # dropped at the end of the run: use the maintenance database,
-                # as Django itself does to create and drop it.
-                settings_dict["NAME"] = None
+            # Positions belong to the server, not to a database.  A probe
+            # connection to the test database would keep it from being
+            # dropped at the end of the run: there, use the maintenance
+            # database, as Django itself does to create and drop it.
+            settings_dict["NAME"] = None if under_test_runner() else name
         self.wrapper.inc_thread_sharing()
         self.adapter = adapter(self.wrapper.vendor)
 
@@ -314,6 +314,8 @@ class Registry:
             if status.role == "replica":
                 _announce(previous.get(status.alias), status)
             elif previous.get(status.alias, status).state != status.state:
+                # Threads' connections to it may have died with it.
+                reconnect.recheck(status.alias, pool=bool(status.reachable))
                 log = logger.info if status.state == OK else logger.error
                 log(
                     "the primary is %s%s",
@@ -443,6 +445,11 @@ def _announce(previous: DatabaseStatus | None, status: DatabaseStatus) -> None:
     if before == status.state:
         return
     alias, reason = status.alias, status.reason
+    if status.state in (DOWN, PROMOTED) or before in (DOWN, PROMOTED):
+        # Threads outside a request cycle keep a connection that died with
+        # the server, or that reads a promoted one; the pool only when the
+        # server answers (its check would wait on a frozen one).
+        reconnect.recheck(alias, pool=bool(status.reachable))
     if status.state in (DOWN, PROMOTED):
         logger.warning("replica %s is %s: %s", alias, status.state, reason)
         signals.replica_down.send(sender=None, alias=alias, reason=reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
@@ -70,6 +71,23 @@ def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
     if type(pin) is not int:
         return pin, None
     return pin, next(value for found, value in pins if found == pin)
+
+
+#: The attribute of an ``HttpRequest`` that holds its routing state.
+_STATE = "_multidb_state"
+
+
+def _begin(request: HttpRequest) -> Token[Any]:
+    """Start ``request``'s routing scope, and remember its state on it."""
+    token = begin_request(*_incoming(request))
+    setattr(request, _STATE, current_request())
+    return token
+
+
+def _state_of(request: HttpRequest) -> RequestState | None:
+    """``request``'s own routing state: not one left in this context by
+    another request (``process_request`` called by hand never ends it)."""
+    return getattr(request, _STATE, None)
 
 
 def _note_atomic_view(view_func: Callable[..., Any]) -> None:
@@ -141,7 +159,7 @@ class PinningRouterMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        token = begin_request(*_incoming(request))
+        token = _begin(request)
         try:
             response = self.get_response(request)
             return self.process_response(request, response)  # type: ignore[arg-type]
@@ -149,10 +167,10 @@ class PinningRouterMiddleware:
             end_request(token)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        token = begin_request(*_incoming(request))
+        token = _begin(request)
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
-            if _wants_cookie(request, response, current_request()):
+            if _wants_cookie(request, response, _state_of(request)):
                 if conf.PINNING_MODE == "auto" and tokens.has_positions():
                     # The position query is database work: it runs where
                     # the request's sync code ran, not on the event loop.
@@ -191,7 +209,7 @@ class PinningRouterMiddleware:
         django-multidb-router; ``__call__`` does this and also resets the
         state when the request ends.
         """
-        begin_request(*_incoming(request))
+        _begin(request)
 
     def process_response(
         self, request: HttpRequest, response: HttpResponseBase
@@ -200,6 +218,6 @@ class PinningRouterMiddleware:
 
         Even if it was already set, reset its expiration time.
         """
-        if _wants_cookie(request, response, current_request()):
+        if _wants_cookie(request, response, _state_of(request)):
             _set_cookie(response, _cookie_value())
         return response

@@ -21,11 +21,10 @@ from django.db import connections
 
 from .conf import DEFAULT_DB_ALIAS
 
-#: Set on a primary connection whose thread already has its mirrors shared.
-_MARK = "_multidb_mirrors_shared"
-#: Always the mirror's own: Django's test machinery tells mirrors apart by
-#: their settings, with a ``TestCase`` block open.
-_OWN = frozenset({"settings_dict", "alias"})
+#: What a mirror takes from the primary's connection: its queries.  The rest
+#: (transactions included: a ``TestCase`` opens one on each listed mirror
+#: too) stays the mirror's own.
+_SHARED = frozenset({"cursor", "chunked_cursor"})
 
 
 def in_testcase(connection: Any) -> bool:
@@ -37,9 +36,9 @@ def in_testcase(connection: Any) -> bool:
 class SharedMirror:
     """Stands in, in one thread, for a test mirror's connection.
 
-    Everything goes to the primary's connection while a ``TestCase`` block
-    is open on it, and to the mirror's own connection otherwise; ``close``,
-    the settings and the alias are always the mirror's own.
+    Queries go to the primary's connection while a ``TestCase`` block is
+    open on it, and to the mirror's own connection otherwise; everything
+    else is always the mirror's own.
     """
 
     __slots__ = ("own", "primary")
@@ -59,28 +58,16 @@ class SharedMirror:
             return primary
         return own
 
-    def close(self) -> None:
-        self.own.close()
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.own if name in _OWN else self.target(), name)
+        return getattr(self.target() if name in _SHARED else self.own, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.target(), name, value)
-
-    def __delattr__(self, name: str) -> None:
-        delattr(self.target(), name)
-
-    def __repr__(self) -> str:
-        return f"<SharedMirror {self.own.alias!r} of {self.primary.alias!r}>"
+        setattr(self.own, name, value)
 
 
 def share(primary: Any) -> None:
     """In this thread, let every test mirror of the primary use ``primary``
     (this thread's connection to it) while a ``TestCase`` block is open."""
-    if getattr(primary, _MARK, False):
-        return
-    setattr(primary, _MARK, True)
     for alias, settings_dict in connections.settings.items():
         mirror = (settings_dict.get("TEST") or {}).get("MIRROR")
         if alias == DEFAULT_DB_ALIAS or mirror != DEFAULT_DB_ALIAS:

@@ -131,6 +131,7 @@ class Scope:
 _ROOT = Scope()
 _scope: ContextVar[Scope] = ContextVar("multidb_scope", default=_ROOT)
 _get_scope = _scope.get
+_get_running_loop = asyncio._get_running_loop
 
 
 # --- the routing decision (the hot path) -----------------------------------
@@ -208,10 +209,23 @@ def route_read(router: object, model: object, **hints: object) -> str:
     request = scope.request
     if scope.free and (request is None or not request.pinned or scope.unpinned):
         try:
-            in_atomic = _primary_storage.default.in_atomic_block
+            connection = _primary_storage.default
+            in_atomic = connection.in_atomic_block
         except AttributeError:  # storage not found yet, or no connection yet
-            in_atomic = True  # let app_in_atomic() find out
-        if in_atomic and app_in_atomic(request):
+            connection, in_atomic = None, True  # let app_in_atomic() find out
+        if (
+            in_atomic
+            # Inlined from in_app_atomic(): only the ATOMIC_REQUESTS view's
+            # block is open, on a thread without an event loop.
+            and not (
+                request is not None
+                and request.view_block is not None
+                and connection is not None
+                and connection.atomic_blocks[-1] is request.view_block
+                and _get_running_loop() is None
+            )
+            and app_in_atomic(request)
+        ):
             return DEFAULT_DB_ALIAS
         if request is None:
             return replicas.next_replica()

@@ -38,7 +38,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["Cluster", "Node", "find_pg_bin", "free_ports", "temp_root"]
+__all__ = [
+    "Cluster",
+    "Node",
+    "PgBouncer",
+    "find_pg_bin",
+    "find_pgbouncer",
+    "free_ports",
+    "temp_root",
+]
 
 T = TypeVar("T")
 
@@ -53,6 +61,10 @@ _MAX_SOCKET_DIR = 80
 _REMEDY = (
     "run ./run.sh test, which installs PostgreSQL, or set PGBIN to the "
     "directory holding initdb"
+)
+_PGBOUNCER_REMEDY = (
+    "run ./run.sh test, which installs it (Debian's pgbouncer package), or "
+    "set PGBOUNCER to the pgbouncer executable"
 )
 
 
@@ -103,6 +115,23 @@ def find_pg_bin() -> Path:
     raise RuntimeError(
         f"PostgreSQL server binaries (initdb, pg_ctl) not found; {_REMEDY}"
     )
+
+
+def find_pgbouncer() -> Path:
+    """The ``pgbouncer`` executable: ``$PGBOUNCER``, else ``pgbouncer`` on
+    ``PATH``, else ``/usr/sbin/pgbouncer`` (where Debian installs it, which is
+    not on a non-root ``PATH``)."""
+    env = os.environ.get("PGBOUNCER")
+    if env:
+        if os.access(env, os.X_OK) and Path(env).is_file():
+            return Path(env)
+        raise RuntimeError(f"PGBOUNCER={env} is not an executable; {_PGBOUNCER_REMEDY}")
+    found = shutil.which("pgbouncer") or shutil.which(
+        "pgbouncer", path="/usr/sbin:/usr/local/sbin:/usr/bin:/usr/local/bin"
+    )
+    if found:
+        return Path(found)
+    raise RuntimeError(f"pgbouncer not found; {_PGBOUNCER_REMEDY}")
 
 
 # ------------------------------------------------------------------ helpers
@@ -224,6 +253,27 @@ class _PgUser:
                 f"{proc.stdout}{proc.stderr}"
             )
         return str(proc.stdout)
+
+    def spawn(self, args: Sequence[object], log: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running server in the foreground, in a session of its
+        own (a Ctrl-C in the terminal is not for it), output to ``log``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(LC_ALL="C", LANG="C")
+        kwargs: dict[str, Any] = {}
+        if self.root:
+            kwargs = {"user": self.uid, "group": self.gid, "extra_groups": []}
+            env["HOME"] = "/"
+        with open(log, "ab") as out:
+            return subprocess.Popen(
+                [str(a) for a in args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd="/",
+                start_new_session=True,
+                **kwargs,
+            )
 
 
 _templates: dict[str, Path] = {}
@@ -665,6 +715,315 @@ class Cluster:
                 ),
                 max(0.0, deadline - time.monotonic()),
             )
+
+
+# ---------------------------------------------------------------- pgbouncer
+
+
+class PgBouncer:
+    """PgBouncer in front of every server of a :class:`Cluster`, on loopback.
+
+    ::
+
+        with Cluster() as cluster, PgBouncer(cluster) as bouncer:
+            DATABASES = {"default": bouncer.django_settings(cluster.primary), ...}
+
+    **One PgBouncer process per server, routed by port.**  Each node gets a
+    listener of its own (``port_for(node)``) whose only ``[databases]`` entry
+    is the wildcard ``* = host=127.0.0.1 port=<node port>``: any database
+    name a client asks for is opened, under that same name, on that one
+    server.  One process with per-database entries would route by *name*
+    instead, and that cannot work for Django's tests: the test runner renames
+    ``default``'s NAME to ``test_<name>``, and a test mirror copies that NAME,
+    so every replica alias asks for the same ``test_postgres`` that the
+    primary's alias does.  (PgBouncer also has a single ``listen_port`` per
+    process.)  Each process takes about 9 MB; the three start in about 0.1 s.
+
+    The settings are those of a typical production pooler, tuned for tests:
+    ``pool_mode`` (``transaction`` by default), no ``server_reset_query`` in
+    transaction and statement mode (PgBouncer only runs it in session mode,
+    where it is ``DISCARD ALL``), trust authentication, idle server
+    connections closed after ``SERVER_IDLE_TIMEOUT`` seconds, and the
+    startup parameters that drivers send and PgBouncer does not track
+    (``extra_float_digits``, ``options``) ignored.
+
+    A stopped server behind PgBouncer (measured with PgBouncer 1.18): clients
+    still connect to PgBouncer.  The query that makes it try the server waits
+    ``QUERY_WAIT_TIMEOUT`` seconds (PgBouncer's default: 120), then fails with
+    ``query_wait_timeout``; after that failed attempt every client fails at
+    once with "server login has been failing, try again later
+    (server_login_retry)" (SQLSTATE 08P01 both times) until an attempt, every
+    ``SERVER_LOGIN_RETRY`` seconds (PgBouncer's default: 15), succeeds.  Both
+    are short here, so that faults show up and clear within a test.  A frozen
+    server hangs a query on a server connection PgBouncer already holds, as it
+    would without PgBouncer.
+
+    PgBouncer refuses to run as root: as root it runs as the ``postgres`` OS
+    user, like the servers.  Its files live in ``<cluster base_dir>/pgbouncer-*``.
+    """
+
+    #: Seconds an unused server connection stays open.
+    SERVER_IDLE_TIMEOUT = 5
+    #: Seconds before PgBouncer tries a server it could not reach again.
+    SERVER_LOGIN_RETRY = 0.2
+    #: Seconds PgBouncer gives a server to accept a connection.
+    SERVER_CONNECT_TIMEOUT = 2
+    #: Seconds a client's query may wait for a server connection: below
+    #: ``MULTIDB_HEALTH_CHECK_TIMEOUT`` (1 s by default), so that a probe of a
+    #: stopped server fails with PgBouncer's error rather than timing out.
+    QUERY_WAIT_TIMEOUT = 0.5
+    POOL_MODES = ("session", "transaction", "statement")
+
+    def __init__(self, cluster: Cluster, pool_mode: str = "transaction") -> None:
+        if pool_mode not in self.POOL_MODES:
+            raise ValueError(
+                f"pool_mode must be one of {self.POOL_MODES}, not {pool_mode!r}"
+            )
+        self.cluster = cluster
+        self.pool_mode = pool_mode
+        #: The ports are chosen now, so that settings can be written before
+        #: ``start()``, as with the cluster's.
+        nodes = cluster.nodes
+        self._ports = dict(
+            zip([n.name for n in nodes], free_ports(len(nodes)), strict=True)
+        )
+        self.binary: Path | None = None
+        self.dir: Path | None = None
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started = False
+        self.startup_seconds = 0.0
+
+    def __repr__(self) -> str:
+        state = "running" if self.started else "stopped"
+        ports = ", ".join(f"{name} :{port}" for name, port in self._ports.items())
+        return f"<PgBouncer {self.pool_mode} {ports} {state}>"
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- addresses -----------------------------------------------------
+
+    def port_for(self, node: Node) -> int:
+        """The loopback port that leads to ``node``."""
+        if node.cluster is not self.cluster or node.name not in self._ports:
+            raise ValueError(f"{node!r} is not a server of this PgBouncer's cluster")
+        return self._ports[node.name]
+
+    def dsn(self, node: Node, dbname: str = "postgres") -> str:
+        return (
+            f"host=127.0.0.1 port={self.port_for(node)} user=postgres "
+            f"dbname={dbname} connect_timeout={CONNECT_TIMEOUT}"
+        )
+
+    def django_settings(
+        self, node: Node, dbname: str = "postgres", test_mirror: str | None = None
+    ) -> dict[str, Any]:
+        """A ``DATABASES`` entry for ``node``, through PgBouncer.
+
+        Outside session mode it sets ``DISABLE_SERVER_SIDE_CURSORS``, as
+        Django's documentation requires for transaction pooling.
+        """
+        entry = node.django_settings(test_mirror=test_mirror, name=dbname)
+        entry["PORT"] = str(self.port_for(node))
+        if self.pool_mode != "session":
+            entry["DISABLE_SERVER_SIDE_CURSORS"] = True
+        return entry
+
+    # --- lifecycle -----------------------------------------------------
+
+    def start(self) -> PgBouncer:
+        """Start one PgBouncer per server and wait until each accepts
+        connections.  The cluster must be started.  On failure everything
+        started is stopped."""
+        if self.started:
+            raise RuntimeError("PgBouncer already started")
+        if not self.cluster.started or self.cluster.base_dir is None:
+            raise RuntimeError("start the cluster before its PgBouncer")
+        t0 = time.monotonic()
+        self.binary = find_pgbouncer()
+        user = self.cluster._user or _PgUser()
+        # A directory of its own: more than one PgBouncer may front a cluster.
+        self.dir = Path(
+            tempfile.mkdtemp(prefix="pgbouncer-", dir=self.cluster.base_dir)
+        )
+        atexit.register(self.stop)
+        self.started = True
+        try:
+            user.chown(self.dir)
+            auth_file = self.dir / "userlist.txt"
+            auth_file.write_text('"postgres" ""\n')
+            for node in self.cluster.nodes:
+                ini = self.dir / f"{node.name}.ini"
+                ini.write_text(self._ini(node, auth_file))
+                self._procs[node.name] = user.spawn(
+                    [self.binary, ini], self.dir / f"{node.name}.log"
+                )
+            for node in self.cluster.nodes:
+                self._wait_ready(node)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Stop every PgBouncer process (SIGTERM, then SIGKILL after 5 s) and
+        delete its files.  Idempotent."""
+        atexit.unregister(self.stop)
+        if not self.started:
+            return
+        procs, self._procs = self._procs, {}
+        for proc in procs.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+        self.started = False
+
+    def release(self, timeout: float = 10) -> None:
+        """Close every server connection PgBouncer holds, and wait until they
+        are gone: before dropping a database (Django's test teardown), which
+        fails while PgBouncer keeps idle connections to it.
+
+        ``RECONNECT`` on the admin console makes PgBouncer close its idle
+        server connections (within about 0.3 s) and busy ones when their
+        client releases them; clients stay connected, and get new server
+        connections on their next query.
+        """
+        if not self.started:
+            return
+        deadline = time.monotonic() + timeout
+        for node in self.cluster.nodes:
+            self.admin(node, "RECONNECT")
+        for node in self.cluster.nodes:
+            _wait(
+                f"PgBouncer to close its server connections to {node.name}",
+                partial(self._no_servers, node),
+                max(0.0, deadline - time.monotonic()),
+            )
+
+    def _no_servers(self, node: Node) -> bool:
+        return not self.admin(node, "SHOW SERVERS")
+
+    def wait_reachable(self, node: Node, timeout: float = 15) -> None:
+        """Wait until a query through PgBouncer reaches ``node``, in each
+        database PgBouncer has a pool for.
+
+        After PgBouncer has failed to reach a server, it fails new clients of
+        that pool (database and user) at once ("server login has been
+        failing") until one of its attempts, every ``SERVER_LOGIN_RETRY``
+        seconds, succeeds: a server that is back may stay out of reach
+        through PgBouncer for that long.
+        """
+        import psycopg
+
+        pools = self.admin(node, "SHOW POOLS")
+        dbnames = {"postgres"} | {str(row[0]) for row in pools if row[0] != "pgbouncer"}
+        deadline = time.monotonic() + timeout
+
+        def reachable(dbname: str) -> bool:
+            with psycopg.connect(self.dsn(node, dbname), autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return True
+
+        for dbname in sorted(dbnames):
+            _wait(
+                f"{node.name} to be reachable through PgBouncer (database {dbname})",
+                partial(reachable, dbname),
+                max(0.0, deadline - time.monotonic()),
+            )
+
+    def admin(self, node: Node, command: str) -> list[tuple[Any, ...]]:
+        """Run one command on the admin console of ``node``'s PgBouncer (the
+        ``pgbouncer`` database); its rows."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(node, "pgbouncer"), autocommit=True) as conn:
+            # The console speaks only the simple query protocol.
+            result = conn.pgconn.exec_(command.encode())
+            if result.status not in (
+                psycopg.pq.ExecStatus.COMMAND_OK,
+                psycopg.pq.ExecStatus.TUPLES_OK,
+            ):
+                message = (result.error_message or b"").decode(errors="replace")
+                raise RuntimeError(f"PgBouncer {command!r} failed: {message.strip()}")
+            return [
+                tuple(
+                    None
+                    if (value := result.get_value(row, col)) is None
+                    else value.decode()
+                    for col in range(result.nfields)
+                )
+                for row in range(result.ntuples)
+            ]
+
+    # --- internals -----------------------------------------------------
+
+    def _ini(self, node: Node, auth_file: Path) -> str:
+        reset = "DISCARD ALL" if self.pool_mode == "session" else ""
+        return "\n".join(
+            [
+                "[databases]",
+                f"* = host=127.0.0.1 port={node.port}",
+                "",
+                "[pgbouncer]",
+                "listen_addr = 127.0.0.1",
+                f"listen_port = {self.port_for(node)}",
+                "unix_socket_dir =",
+                "auth_type = trust",
+                f"auth_file = {auth_file}",
+                "admin_users = postgres",
+                f"pool_mode = {self.pool_mode}",
+                f"server_reset_query = {reset}",
+                "ignore_startup_parameters = extra_float_digits,options",
+                f"server_idle_timeout = {self.SERVER_IDLE_TIMEOUT}",
+                f"server_login_retry = {self.SERVER_LOGIN_RETRY}",
+                f"server_connect_timeout = {self.SERVER_CONNECT_TIMEOUT}",
+                f"query_wait_timeout = {self.QUERY_WAIT_TIMEOUT}",
+                "max_client_conn = 500",
+                "default_pool_size = 20",
+                "log_connections = 0",
+                "log_disconnections = 0",
+                "",
+            ]
+        )
+
+    def _log_tail(self, node: Node, lines: int = 20) -> str:
+        if self.dir is None:
+            return "(no log)"
+        try:
+            text = (self.dir / f"{node.name}.log").read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _wait_ready(self, node: Node, timeout: float = START_TIMEOUT) -> None:
+        proc = self._procs[node.name]
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"pgbouncer for {node.name} exited with {proc.returncode}:\n"
+                    f"{self._log_tail(node)}"
+                )
+            return bool(self.admin(node, "SHOW VERSION"))
+
+        try:
+            _wait(f"PgBouncer for {node.name} to accept connections", ready, timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n--- log:\n{self._log_tail(node)}") from None
 
 
 def main(argv: Sequence[str] = ()) -> int:

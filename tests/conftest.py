@@ -1,15 +1,40 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from multidb import health, pinning, replicas, signals
 from multidb.conf import conf
 from tests.app import routers
+
+# --- Hypothesis: local runs explore, CI runs repeat the same examples ----------
+
+
+def hypothesis_profile(environ: Mapping[str, str]) -> str:
+    """``HYPOTHESIS_PROFILE`` if set; else ``ci`` where ``CI`` is (``.ci/run``
+    and CI services set it, tox passes it on); else ``dev``."""
+    return environ.get("HYPOTHESIS_PROFILE") or ("ci" if environ.get("CI") else "dev")
+
+
+# Both sessions (tests/ and tests/postgres/) load this file before importing
+# any test module, so every @settings(...) there inherits the profile.  The
+# parent is Hypothesis's own default: under CI, Hypothesis has already loaded
+# its built-in "ci" profile, which "dev" must not inherit from.
+_default = hypothesis_settings.get_profile("default")
+# Timing is never what these tests check.
+hypothesis_settings.register_profile("dev", _default, deadline=None)
+# The same examples on every run, so that a CI failure is the code's and not
+# the seed's; printed so that it can be replayed (@reproduce_failure).
+hypothesis_settings.register_profile(
+    "ci", _default, deadline=None, derandomize=True, database=None, print_blob=True
+)
+hypothesis_settings.load_profile(hypothesis_profile(os.environ))
 
 
 @pytest.fixture(autouse=True)

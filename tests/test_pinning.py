@@ -743,3 +743,19 @@ def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
     assert pinning.app_in_atomic() is True
     assert read() == "default"
     assert pinning._primary_storage is found
+
+
+def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
+    with request_scope(False) as request:
+        first = read()
+        request.settled = 0x3000148  # it had settled on `first` for a token
+        router.db_for_write(Item)  # then the request wrote
+        try:
+            with use_primary_db:
+                unpin_this_thread()  # this block reads replicas anyway
+                replicas.exclude({first})
+                assert read() in REPLICAS - {first}
+            assert request.pinned is True
+            assert read() == "default"
+        finally:
+            replicas.exclude(())

@@ -40,3 +40,6 @@ urlpatterns += [
     path("fuzz/", views.fuzz_read_many),
     path("async-fuzz/", views.async_fuzz_read_many),
 ]
+
+# A user's own test cases (tests/test_user_testcases.py).
+urlpatterns += [path("names/", views.names)]

@@ -203,3 +203,9 @@ async def async_fuzz_read_many(request: HttpRequest) -> JsonResponse:
         dbs.append(Item.objects.all().db)
         await asyncio.sleep(0)
     return JsonResponse({"dbs": dbs, **_routing(), **_seen(request)})
+
+
+def names(request: HttpRequest) -> JsonResponse:
+    """The names of all items, read where the router says, and that database."""
+    items = Item.objects.order_by("name")
+    return JsonResponse({"db": items.db, "names": [item.name for item in items]})

@@ -1,23 +1,43 @@
-"""The PostgreSQL cluster behind ``tests.postgres.settings``.
+"""The PostgreSQL cluster behind ``tests.postgres.settings``, and PgBouncer.
 
-Every test here is marked ``postgres``.  A missing PostgreSQL makes them
-error, never skip: deselect them with ``-m "not postgres"`` instead.
+Every test here is marked ``postgres``.  A missing PostgreSQL (or PgBouncer,
+for the tests that run through it) makes them error, never skip: deselect
+them with ``-m "not postgres"`` instead.
+
+A module whose tests should also run through PgBouncer in transaction
+pooling mode says ``pytestmark = pytest.mark.usefixtures("route_via")``: each
+of its tests then runs twice, ``[direct]`` and ``[pgbouncer]``.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
+import psycopg_pool.base
 import pytest
+from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
 
-from tests.cluster import Cluster, Node
+from tests.cluster import Cluster, Node, PgBouncer
 
 SETTINGS_MODULE = "tests.postgres.settings"
 HERE = Path(__file__).parent
+#: What a client of PgBouncer sees when the server behind it is stopped (see
+#: ``PgBouncer``): a query that waited in vain, or a fast failure after that.
+PGBOUNCER_UNREACHABLE = ("query_wait_timeout", "server login has been failing")
+
+# A pool's worker threads draw jitter from the global ``random`` whenever they
+# connect, in the background.  Hypothesis takes any change of the global
+# random state during a draw for the strategy using ``random`` (a deprecation
+# warning, so an error here, and then FlakyStrategyDefinition): a pool
+# connecting while a fuzz test drew failed that test at random.  The pool gets
+# a generator of its own.
+psycopg_pool.base.random = random.Random().random
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
@@ -92,21 +112,129 @@ def _replicas_caught_up(pg_cluster: Cluster) -> None:
     pg_cluster.wait_caught_up()
 
 
+# --- direct, or through PgBouncer -----------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_bouncer(
+    pg_cluster: Cluster, django_db_setup: None, django_db_blocker: Any
+) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction pooling mode in front of every server, started
+    by the first test that runs through it.
+
+    It needs ``django_db_setup`` so that it ends first: its server connections
+    to ``test_postgres`` are released and it is stopped before that database
+    is dropped (which fails while another session uses it).
+    """
+    bouncer = PgBouncer(pg_cluster).start()  # raises when pgbouncer is missing
+    try:
+        yield bouncer
+    finally:
+        with django_db_blocker.unblock():
+            close_connections()
+        try:
+            bouncer.release()
+        finally:
+            bouncer.stop()
+
+
+class Route:
+    """How the ``DATABASES`` aliases reach their servers in a test."""
+
+    def __init__(self, name: str, bouncer: PgBouncer | None = None) -> None:
+        #: ``"direct"`` or ``"pgbouncer"``.
+        self.name = name
+        self.bouncer = bouncer
+
+    @property
+    def pgbouncer(self) -> bool:
+        return self.bouncer is not None
+
+    def __repr__(self) -> str:
+        return f"<Route {self.name}>"
+
+
+#: The route of the running test: ``Faults`` waits for a restarted server to be
+#: reachable through PgBouncer too.
+_route = Route("direct")
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def route_via(request: pytest.FixtureRequest, pg_cluster: Cluster) -> Iterator[Route]:
+    """Run the test twice: with every alias connecting to its server
+    directly, then through PgBouncer (transaction pooling).
+
+    ``DATABASES`` is fixed per process, so for ``pgbouncer`` each alias's
+    HOST and PORT are pointed at PgBouncer's listener for its server (in
+    ``connections.settings``, the very dicts every connection, pool and probe
+    connection is made from), with ``DISABLE_SERVER_SIDE_CURSORS``, and put
+    back afterwards.  Connections and pools are closed before and after, in
+    this thread and in asgiref's worker thread, so none outlives its route.
+    ``settings.PG_NODE_PORTS`` keeps the servers' own ports.
+    """
+    global _route
+    if request.param == "direct":
+        yield Route("direct")
+        return
+    bouncer: PgBouncer = request.getfixturevalue("pg_bouncer")
+    saved: dict[str, dict[str, Any]] = {}
+    for alias, entry in connections.settings.items():
+        routed = bouncer.django_settings(node_of(pg_cluster, alias))
+        saved[alias] = {key: entry.get(key, _MISSING) for key in _ROUTED_KEYS}
+        entry.update({key: routed[key] for key in _ROUTED_KEYS})
+    close_connections()
+    for node in pg_cluster.nodes:  # past any failed login of an earlier test
+        bouncer.wait_reachable(node)
+    _route = Route("pgbouncer", bouncer)
+    try:
+        yield _route
+    finally:
+        _route = Route("direct")
+        close_connections()
+        for alias, values in saved.items():
+            entry = connections.settings[alias]
+            for key, value in values.items():
+                if value is _MISSING:
+                    entry.pop(key, None)
+                else:
+                    entry[key] = value
+
+
+_ROUTED_KEYS = ("HOST", "PORT", "DISABLE_SERVER_SIDE_CURSORS")
+_MISSING = object()
+
+
+def close_connections() -> None:
+    """Close every alias's connection in this thread and in asgiref's
+    thread-sensitive worker thread (where ``sync_to_async`` runs the ORM in
+    async tests), and Django's pools (5.1+)."""
+    for alias in connections:
+        reset_connections(alias)
+    # A private attribute of asgiref's SyncToAsync, present since 3.3.
+    executor = getattr(SyncToAsync, "single_thread_executor", None)
+    if executor is not None:
+        executor.submit(connections.close_all).result(timeout=30)
+
+
 # --- faults, for the health tests ---------------------------------------------
 
 
 def node_of(cluster: Cluster, alias: str) -> Node:
-    """The server behind a ``DATABASES`` alias."""
-    port = int(settings.DATABASES[alias]["PORT"])
+    """The server behind a ``DATABASES`` alias (directly or through PgBouncer)."""
+    port = settings.PG_NODE_PORTS[alias]
     return next(node for node in cluster.nodes if node.port == port)
 
 
 def alias_of(cluster: Cluster, node: Node) -> str:
     return next(
-        alias
-        for alias, entry in settings.DATABASES.items()
-        if int(entry["PORT"]) == node.port
+        alias for alias, port in settings.PG_NODE_PORTS.items() if port == node.port
     )
+
+
+def wait_reachable(node: Node) -> None:
+    """Through PgBouncer, wait until a restarted server is reachable again."""
+    if _route.bouncer is not None:
+        _route.bouncer.wait_reachable(node)
 
 
 class Faults:
@@ -129,13 +257,16 @@ class Faults:
         self.cluster.stop_node(node)
         return node
 
-    def start(self, alias: str) -> Node:
+    def start(self, alias: str, keep_connections: bool = False) -> Node:
         """Start a stopped server again, and drop this thread's Django
-        connections to it (and its pool), which died with it."""
+        connections to it (and its pool), which died with it, unless
+        ``keep_connections`` (a test of what heals them)."""
         node = self.node(alias)
         self.cluster.start_node(node)
         self._stopped.remove(node)
-        reset_connections(alias)
+        wait_reachable(node)
+        if not keep_connections:
+            reset_connections(alias)
         return node
 
     def freeze(self, alias: str) -> Node:
@@ -173,6 +304,7 @@ class Faults:
         node = self.node(alias)
         self.cluster.rebuild_replica(node)
         self._promoted.remove(node)
+        wait_reachable(node)
         reset_connections(alias)
         return node
 
@@ -184,6 +316,10 @@ class Faults:
             *(partial(cluster.resume_replay, node) for node in self._paused),
             *(partial(cluster.start_node, node) for node in self._stopped),
             *(partial(cluster.rebuild_replica, node) for node in self._promoted),
+            *(
+                partial(wait_reachable, node)
+                for node in {*self._stopped, *self._promoted}
+            ),
             *(
                 partial(reset_connections, alias_of(cluster, node))
                 for node in {*self._stopped, *self._promoted}

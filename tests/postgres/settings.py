@@ -52,6 +52,12 @@ POOLED_REPLICA = "replica2" if django.VERSION >= (5, 1) else None
 if POOLED_REPLICA:
     DATABASES[POOLED_REPLICA]["OPTIONS"]["pool"] = {"min_size": 1, "max_size": 4}
 
+#: The port of the server behind each alias; a test that runs through
+#: PgBouncer (the ``route_via`` fixture) changes the aliases' PORT, not this.
+PG_NODE_PORTS: dict[str, int] = {
+    alias: int(entry["PORT"]) for alias, entry in DATABASES.items()
+}
+
 REPLICA_DATABASES = ["replica1", "replica2"]
 DATABASE_ROUTERS = ["tests.app.routers.RecordingPinningRouter"]
 ROOT_URLCONF = "tests.postgres.urls"

@@ -140,7 +140,12 @@ def test_with_the_primary_stopped_writes_fail_clearly_and_unpinned_reads_go_on(
     r = run(cluster, workdir, "primary_stopped", server)
 
     assert r["failed_writes"] > 0
-    assert all(e.startswith("OperationalError") for e in r["error_examples"])
+    # A refused connection, or one the stop killed in use ("connection
+    # already closed"): which one a request meets depends on timing.
+    assert all(
+        e.startswith(("OperationalError", "InterfaceError"))
+        for e in r["error_examples"]
+    )
     # Every read that failed was pinned to the primary by time: a user whose
     # write failed (its position could not be read) reads the primary.
     assert r["failed_by_pin"]["none"] == 0

@@ -28,8 +28,13 @@ from multidb import health, replicas
 from multidb.positions import PostgreSQL, ReplicaState, parse_lsn
 from tests.app.models import Item
 from tests.conftest import prober_threads
+from tests.postgres.conftest import PGBOUNCER_UNREACHABLE
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    # Each test runs twice: directly, and through PgBouncer (transaction mode).
+    pytest.mark.usefixtures("route_via"),
+]
 
 REPLICAS = ("replica1", "replica2")
 LSN = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
@@ -48,8 +53,8 @@ def read_port() -> int:
 
 
 def ports(*aliases: str) -> set[int]:
-    """The ports the servers behind ``aliases`` listen on."""
-    return {int(settings.DATABASES[alias]["PORT"]) for alias in aliases}
+    """The ports the servers behind ``aliases`` listen on (not PgBouncer's)."""
+    return {settings.PG_NODE_PORTS[alias] for alias in aliases}
 
 
 def fail_a_request_on(alias: str) -> list[int]:
@@ -280,7 +285,7 @@ def test_a_promoted_replica_leaves_the_rotation_and_receives_no_write(
 
 @override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=60)
 def test_a_connection_failure_in_a_request_takes_the_replica_out_before_any_probe(
-    faults, replica_signals, wait_until
+    faults, replica_signals, wait_until, route_via
 ):
     # The first routing starts the prober, which probes once and then sleeps
     # for a minute: what changes after that comes from the failing request.
@@ -302,7 +307,11 @@ def test_a_connection_failure_in_a_request_takes_the_replica_out_before_any_prob
     assert (first.signal, first.alias, first.thread) == (
         "replica_down", "replica1", threading.current_thread().name,
     )  # fmt: skip
-    assert "Connection refused" in first.reason
+    if route_via.pgbouncer:
+        # PgBouncer accepts the connection and fails the query (SQLSTATE 08P01).
+        assert any(text in first.reason for text in PGBOUNCER_UNREACHABLE)
+    else:
+        assert "Connection refused" in first.reason
     assert [e.signal for e in replica_signals] == ["replica_down"]
 
 

@@ -20,7 +20,11 @@ from tests.app.models import Item
 from tests.cluster import Cluster
 from tests.postgres.views import server_port
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    # Each test runs twice: directly, and through PgBouncer (transaction mode).
+    pytest.mark.usefixtures("route_via"),
+]
 
 REPLICAS = ("replica1", "replica2")
 

@@ -36,7 +36,11 @@ from tests.cluster import Cluster
 from tests.postgres.conftest import Faults
 from tests.postgres.views import _lookup
 
-pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
+pytestmark = [
+    pytest.mark.django_db(transaction=True, databases="__all__"),
+    # Each test runs twice: directly, and through PgBouncer (transaction mode).
+    pytest.mark.usefixtures("route_via"),
+]
 
 T = TypeVar("T")
 REPLICAS = ("replica1", "replica2")
@@ -47,7 +51,8 @@ POSITION_QUERY = "pg_current_wal_insert_lsn"
 
 
 def port(alias: str) -> int:
-    return int(settings.DATABASES[alias]["PORT"])
+    """The port of the server behind ``alias`` (PgBouncer's is another)."""
+    return int(settings.PG_NODE_PORTS[alias])
 
 
 PRIMARY = port("default")

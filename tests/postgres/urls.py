@@ -29,3 +29,11 @@ urlpatterns += [
     path("conc/sync/", views.concurrent_reads),
     path("conc/async/", views.async_concurrent_reads),
 ]
+
+# The configurations users run (test_configurations.py).
+urlpatterns += [
+    path("create-async-commit/", views.create_with_async_commit),
+    path("find-in-own-transaction/", views.find_in_own_transaction),
+    path("find-non-atomic/", views.find_non_atomic),
+    path("write-then-find/", views.write_then_find),
+]

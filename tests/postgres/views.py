@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import BooleanField, IntegerField, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, JsonResponse
@@ -125,12 +125,11 @@ def read_then_time_out_on_the_primary(request: HttpRequest) -> JsonResponse:
     """Read from a replica, then hit a statement timeout on the primary: an
     ``OperationalError`` (SQLSTATE 57014) that says nothing about the replica."""
     Item.objects.exists()
-    with connections["default"].cursor() as cursor:
-        cursor.execute("SET statement_timeout = '10ms'")
-        try:
-            cursor.execute("SELECT pg_sleep(1)")
-        finally:
-            cursor.execute("RESET statement_timeout")
+    # SET LOCAL in a transaction: a plain SET could stay behind on a server
+    # connection that PgBouncer (transaction pooling) hands to someone else.
+    with transaction.atomic(using="default"), connections["default"].cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = '10ms'")
+        cursor.execute("SELECT pg_sleep(1)")
     return JsonResponse({})
 
 
@@ -196,3 +195,33 @@ async def async_concurrent_reads(request: HttpRequest) -> JsonResponse:
         await asyncio.sleep(0)
         reads.append(_observed(await _probe(name).aget(), state))
     return JsonResponse({"rid": request.GET["rid"], "reads": reads})
+
+
+# --- views for the configuration tests (test_configurations.py) -----------------
+
+
+def create_with_async_commit(request: HttpRequest) -> JsonResponse:
+    """``create``, committed asynchronously (``SET LOCAL synchronous_commit``)."""
+    with transaction.atomic():
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+        item = Item.objects.create(name=(request.POST or request.GET)["name"])
+    return JsonResponse({"pk": item.pk})
+
+
+def find_in_own_transaction(request: HttpRequest) -> JsonResponse:
+    """``find``, inside a transaction the view opens itself."""
+    with transaction.atomic():
+        return find(request)
+
+
+@transaction.non_atomic_requests
+def find_non_atomic(request: HttpRequest) -> JsonResponse:
+    """``find``, opted out of ``ATOMIC_REQUESTS``."""
+    return find(request)
+
+
+def write_then_find(request: HttpRequest) -> JsonResponse:
+    """Create ``name``, then ``find`` it: the write pins the rest of the request."""
+    Item.objects.create(name=request.GET["name"])
+    return find(request)
