@@ -45,10 +45,16 @@ Commands:
                          Benchmarks against django-multidb-router 0.11,
                          loaded side by side (benchmarks/README.md): the
                          routing hot path, the middleware per request, and
-                         consistency under load on a real cluster.  Results
-                         go to benchmarks/results/latest.json.  --quick: a
-                         short run; --check: exit non-zero if a correctness
-                         figure fails (timings are never asserted).
+                         consistency under load on a real cluster, under each
+                         configuration of a matrix (synchronous_commit=off,
+                         ATOMIC_REQUESTS, CONN_MAX_AGE, Django's pool,
+                         PgBouncer, gunicorn --preload; pgbouncer is
+                         installed if missing).  Results go to
+                         benchmarks/results/latest.json.  --quick: a short
+                         run (of the matrix, the defaults, synchronous_commit
+                         and ATOMIC_REQUESTS only); --check: exit non-zero if
+                         a correctness figure fails (timings are never
+                         asserted).
   faults [--short] [--scenario NAME] [--server uvicorn|gunicorn]
                          Faults under load on a real cluster
                          (benchmarks/faults.py): a replica killed, frozen,
@@ -428,6 +434,10 @@ cmd_bench() {
     # section 3 reports why it could not).
     if [[ -f benchmarks/consistency.py && -z $(find_pgbin) ]]; then
         (ensure_postgres) || log "warning: no PostgreSQL; section 3 will fail"
+    fi
+    # Its full run (not --quick) puts PgBouncer in front of the cluster (row f).
+    if [[ -f benchmarks/consistency.py && " $* " != *" --quick "* && -z $(find_pgbouncer) ]]; then
+        (ensure_pgbouncer) || log "warning: no pgbouncer; section 3's row f will fail"
     fi
     "$VENV/bin/python" -m benchmarks "$@"
 }
