@@ -759,7 +759,7 @@ class PgBouncer:
     would without PgBouncer.
 
     PgBouncer refuses to run as root: as root it runs as the ``postgres`` OS
-    user, like the servers.  Its files live in ``<cluster base_dir>/pgbouncer``.
+    user, like the servers.  Its files live in ``<cluster base_dir>/pgbouncer-*``.
     """
 
     #: Seconds an unused server connection stays open.
@@ -845,8 +845,10 @@ class PgBouncer:
         t0 = time.monotonic()
         self.binary = find_pgbouncer()
         user = self.cluster._user or _PgUser()
-        self.dir = self.cluster.base_dir / "pgbouncer"
-        self.dir.mkdir()
+        # A directory of its own: more than one PgBouncer may front a cluster.
+        self.dir = Path(
+            tempfile.mkdtemp(prefix="pgbouncer-", dir=self.cluster.base_dir)
+        )
         atexit.register(self.stop)
         self.started = True
         try:
@@ -895,20 +897,25 @@ class PgBouncer:
         are gone: before dropping a database (Django's test teardown), which
         fails while PgBouncer keeps idle connections to it.
 
-        ``RECONNECT`` on the admin console closes idle server connections at
-        once and busy ones when their client releases them; clients stay
-        connected, and get new server connections on their next query.
+        ``RECONNECT`` on the admin console makes PgBouncer close its idle
+        server connections (within about 0.3 s) and busy ones when their
+        client releases them; clients stay connected, and get new server
+        connections on their next query.
         """
         if not self.started:
             return
+        deadline = time.monotonic() + timeout
         for node in self.cluster.nodes:
             self.admin(node, "RECONNECT")
         for node in self.cluster.nodes:
             _wait(
                 f"PgBouncer to close its server connections to {node.name}",
-                lambda node=node: not self.admin(node, "SHOW SERVERS"),
-                timeout,
+                partial(self._no_servers, node),
+                max(0.0, deadline - time.monotonic()),
             )
+
+    def _no_servers(self, node: Node) -> bool:
+        return not self.admin(node, "SHOW SERVERS")
 
     def wait_reachable(self, node: Node, timeout: float = 15) -> None:
         """Wait until a query through PgBouncer reaches ``node``, in each
