@@ -743,9 +743,12 @@ class PgBouncer:
     ``pool_mode`` (``transaction`` by default), no ``server_reset_query`` in
     transaction and statement mode (PgBouncer only runs it in session mode,
     where it is ``DISCARD ALL``), trust authentication, idle server
-    connections closed after ``SERVER_IDLE_TIMEOUT`` seconds, and the
-    startup parameters that drivers send and PgBouncer does not track
-    (``extra_float_digits``, ``options``) ignored.
+    connections closed after ``SERVER_IDLE_TIMEOUT`` seconds, and
+    ``IGNORE_STARTUP_PARAMETERS`` ignored.  ``options`` is not among them:
+    psycopg 3 and Django never send it unless ``OPTIONS`` has ``"options"``,
+    and ignoring it would silently drop, say, ``-c statement_timeout=5s``;
+    PgBouncer 1.18 refuses it instead ("unsupported startup parameter:
+    options"), which is what a production PgBouncer without that line does.
 
     A stopped server behind PgBouncer (measured with PgBouncer 1.18): clients
     still connect to PgBouncer.  The query that makes it try the server waits
@@ -754,9 +757,14 @@ class PgBouncer:
     once with "server login has been failing, try again later
     (server_login_retry)" (SQLSTATE 08P01 both times) until an attempt, every
     ``SERVER_LOGIN_RETRY`` seconds (PgBouncer's default: 15), succeeds.  Both
-    are short here, so that faults show up and clear within a test.  A frozen
-    server hangs a query on a server connection PgBouncer already holds, as it
-    would without PgBouncer.
+    are short here, so that faults show up and clear within a test.
+
+    A frozen (SIGSTOPped) server behind PgBouncer: a client still connects to
+    PgBouncer at once, so the client's ``connect_timeout`` bounds nothing, and
+    its query hangs on PgBouncer's server connection until the server is
+    thawed (PgBouncer's ``query_timeout``, off by default and here, would
+    bound it).  Without PgBouncer a new connection fails at
+    ``connect_timeout``.
 
     PgBouncer refuses to run as root: as root it runs as the ``postgres`` OS
     user, like the servers.  Its files live in ``<cluster base_dir>/pgbouncer-*``.
@@ -768,10 +776,15 @@ class PgBouncer:
     SERVER_LOGIN_RETRY = 0.2
     #: Seconds PgBouncer gives a server to accept a connection.
     SERVER_CONNECT_TIMEOUT = 2
-    #: Seconds a client's query may wait for a server connection: below
+    #: Seconds a client's query may wait for a server connection.  PgBouncer
+    #: checks it every 1/3 s, so a query waits 0.3 to 0.63 s: well below
     #: ``MULTIDB_HEALTH_CHECK_TIMEOUT`` (1 s by default), so that a probe of a
-    #: stopped server fails with PgBouncer's error rather than timing out.
-    QUERY_WAIT_TIMEOUT = 0.5
+    #: stopped server fails with PgBouncer's error rather than timing out, and
+    #: well above the few milliseconds a new server connection takes.
+    QUERY_WAIT_TIMEOUT = 0.3
+    #: Startup parameters PgBouncer accepts and drops (psycopg2 and JDBC send
+    #: ``extra_float_digits``).
+    IGNORE_STARTUP_PARAMETERS = ("extra_float_digits",)
     POOL_MODES = ("session", "transaction", "statement")
 
     def __init__(self, cluster: Cluster, pool_mode: str = "transaction") -> None:
@@ -987,7 +1000,8 @@ class PgBouncer:
                 "admin_users = postgres",
                 f"pool_mode = {self.pool_mode}",
                 f"server_reset_query = {reset}",
-                "ignore_startup_parameters = extra_float_digits,options",
+                "ignore_startup_parameters = "
+                + ",".join(self.IGNORE_STARTUP_PARAMETERS),
                 f"server_idle_timeout = {self.SERVER_IDLE_TIMEOUT}",
                 f"server_login_retry = {self.SERVER_LOGIN_RETRY}",
                 f"server_connect_timeout = {self.SERVER_CONNECT_TIMEOUT}",

@@ -182,11 +182,11 @@ def route_via(request: pytest.FixtureRequest, pg_cluster: Cluster) -> Iterator[R
         routed = bouncer.django_settings(node_of(pg_cluster, alias))
         saved[alias] = {key: entry.get(key, _MISSING) for key in _ROUTED_KEYS}
         entry.update({key: routed[key] for key in _ROUTED_KEYS})
-    close_connections()
-    for node in pg_cluster.nodes:  # past any failed login of an earlier test
-        bouncer.wait_reachable(node)
-    _route = Route("pgbouncer", bouncer)
     try:
+        close_connections()
+        for node in pg_cluster.nodes:  # past any failed login of an earlier test
+            bouncer.wait_reachable(node)
+        _route = Route("pgbouncer", bouncer)
         yield _route
     finally:
         _route = Route("direct")

@@ -6,6 +6,8 @@ that run through it; these start PgBouncers of their own.
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -115,3 +117,43 @@ def test_refusals(pg_cluster, monkeypatch):
     monkeypatch.setenv("PGBOUNCER", "/nonexistent/pgbouncer")
     with pytest.raises(RuntimeError, match="PGBOUNCER=/nonexistent/pgbouncer"):
         PgBouncer(pg_cluster).start()
+
+
+def test_a_stopped_server_fails_the_waiting_query_then_every_client_at_once(
+    pg_cluster,
+):
+    """What ``PgBouncer``'s docstring says, and the routed health tests rely on."""
+    node = pg_cluster.replicas[-1]
+    with PgBouncer(pg_cluster) as bouncer:
+        held = connect(bouncer, node)
+        held.execute("SELECT 1")
+        pg_cluster.stop_node(node)
+        try:
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError) as waited:
+                held.execute("SELECT 1")
+            elapsed = time.monotonic() - started
+            with pytest.raises(psycopg.OperationalError) as refused:
+                connect(bouncer, node).execute("SELECT 1")
+        finally:
+            held.close()
+            pg_cluster.start_node(node)
+        bouncer.wait_reachable(node)
+        with connect(bouncer, node) as conn:
+            back = conn.execute("SELECT inet_server_port()").fetchone()
+
+    assert (waited.value.sqlstate, str(waited.value)) == ("08P01", "query_wait_timeout")
+    assert PgBouncer.QUERY_WAIT_TIMEOUT <= elapsed < PgBouncer.QUERY_WAIT_TIMEOUT + 2
+    assert refused.value.sqlstate == "08P01"
+    assert "server login has been failing" in str(refused.value)
+    assert back == (node.port,)
+
+
+def test_the_options_startup_parameter_is_refused_not_silently_dropped(pg_cluster):
+    with (
+        PgBouncer(pg_cluster) as bouncer,
+        pytest.raises(psycopg.OperationalError, match="unsupported startup parameter"),
+    ):
+        psycopg.connect(
+            bouncer.dsn(pg_cluster.primary), options="-c statement_timeout=5s"
+        )
