@@ -74,7 +74,7 @@ class Rotation:
         if sequence:
             # Start each process at a random point so that a fleet of fresh
             # workers does not send its first reads to the same replica.
-            offset = random.randrange(len(sequence))
+            offset = _random.randrange(len(sequence))
             sequence = sequence[offset:] + sequence[:offset]
             self.next: Callable[[], str] = itertools.cycle(sequence).__next__
         else:
@@ -83,6 +83,9 @@ class Rotation:
 
 _lock = threading.Lock()
 _rotation: Rotation | None = None
+#: Not the application's ``random``: drawing from it would change the state
+#: that the application (or Hypothesis, in its tests) relies on.
+_random = random.Random()
 _excluded: frozenset[str] = frozenset()
 
 
@@ -151,6 +154,8 @@ def after_fork() -> None:
     """In a forked child: a fresh lock, and a rotation rebuilt on next use."""
     global _lock
     _lock = threading.Lock()
+    # Forked workers would otherwise all start the rotation at one replica.
+    _random.seed()
     _invalidate()
 
 

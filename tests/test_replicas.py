@@ -1,4 +1,5 @@
 import copy
+import random
 import threading
 from collections import Counter
 from itertools import pairwise
@@ -176,7 +177,7 @@ def test_tuple_replica_databases_is_accepted():
     ],
 )
 def test_rotation_starts_at_a_random_point(monkeypatch, offset, expected):
-    monkeypatch.setattr(replicas.random, "randrange", lambda n: offset)
+    monkeypatch.setattr(replicas._random, "randrange", lambda n: offset)
     assert reads(3) == expected
 
 
@@ -342,3 +343,19 @@ def test_configured_reads_replica_databases_as_weights():
     assert replicas.configured() == {"replica1": 1, "replica2": 1}
     with override_settings(REPLICA_DATABASES={"replica2": 4}):
         assert replicas.configured() == {"replica2": 4}
+
+
+def test_building_a_rotation_leaves_the_applications_random_state_alone():
+    state = random.getstate()
+    for _ in range(5):
+        replicas._invalidate()
+        replicas.rotation()
+
+    assert random.getstate() == state
+
+
+def test_a_forked_child_draws_its_rotation_start_afresh():
+    before = replicas._random.getstate()
+    replicas.after_fork()
+
+    assert replicas._random.getstate() != before
