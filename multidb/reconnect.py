@@ -53,7 +53,7 @@ def recheck(alias: str, pool: bool = False) -> None:
     """
     for wrapper in recorded(alias):
         # One attribute write: the owning thread picks it up at its next cursor.
-        setattr(wrapper, HOOK, _check_once(weakref.ref(wrapper)))
+        setattr(wrapper, HOOK, _check_once(weakref.ref(wrapper), wrapper.connection))
     if pool:
         backend = load_backend(connections.settings[alias]["ENGINE"])
         pools = getattr(backend.DatabaseWrapper, "_connection_pools", {})
@@ -62,13 +62,22 @@ def recheck(alias: str, pool: bool = False) -> None:
             existing.check()
 
 
-def _check_once(ref: weakref.ref[Any]) -> Callable[[], None]:
+def _check_once(ref: weakref.ref[Any], suspect: Any) -> Callable[[], None]:
+    """The check of the wrapper behind ``ref``, for its DB-API connection
+    ``suspect`` (the one it had when the server changed state)."""
+
     def check() -> None:
         wrapper = ref()
         assert wrapper is not None  # it is calling its own attribute
         # Back to the class's method first: one check per recheck().
         vars(wrapper).pop(HOOK, None)
-        if wrapper.connection is not None and not wrapper.is_usable():
+        # A connection made since is healthy, and may not be queried yet:
+        # Django calls this from connect() itself, before autocommit is set.
+        if (
+            wrapper.connection is suspect
+            and suspect is not None
+            and not wrapper.is_usable()
+        ):
             wrapper.close()
         # Django's own check, as configured (a no-op once closed).
         getattr(wrapper, HOOK)()

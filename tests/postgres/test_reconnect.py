@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.test import override_settings
 
 from multidb import health, reconnect, use_replica
@@ -136,3 +136,24 @@ def test_a_recheck_of_a_server_that_is_fine_checks_once_and_keeps_the_connection
     assert armed == (before, True)
     # No check left behind for the queries after it, on the same connection.
     assert after == (before, False)
+
+
+@pytest.mark.parametrize("when", ["closed", "reconnected"])
+def test_a_recheck_never_queries_a_connection_made_after_it(worker, when):
+    """Django runs the check inside connect() too, before autocommit is set:
+    a query there would leave the new connection in a transaction."""
+
+    def read_in_a_transaction() -> int:
+        wrapper = connections["replica1"]
+        wrapper.ensure_connection()
+        if when == "closed":
+            wrapper.close()
+            reconnect.recheck("replica1")
+        else:
+            reconnect.recheck("replica1")
+            wrapper.close()
+        with transaction.atomic(using="replica1"), wrapper.cursor() as cursor:
+            cursor.execute("SELECT inet_server_port()")
+            return int(cursor.fetchone()[0])
+
+    assert worker.run(read_in_a_transaction) == port_of("replica1")
