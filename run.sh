@@ -32,7 +32,8 @@ Commands:
                          20 times with each settings module in
                          tests/seed_suite/.
   check                  ruff check, ruff format --check, mypy, django-admin
-                         check, and a wheel-contents sanity check.
+                         check, README.rst as reStructuredText, and a
+                         wheel-contents sanity check.
   shell                  django-admin shell with tests.settings.
   tox [TOX ARGS...]      Run the tox matrix (Python x Django), e.g.
                          ./run.sh tox -e py312-django61
@@ -385,6 +386,28 @@ EOF
     return "$rc"
 }
 
+# README.rst must be valid reStructuredText: PyPI renders it, or shows it as
+# plain text when it is not.
+check_readme() {
+    "$VENV/bin/python" - <<'EOF'
+import sys
+
+import docutils.core
+import docutils.utils
+
+try:
+    docutils.core.publish_string(
+        open("README.rst", encoding="utf-8").read(),
+        source_path="README.rst",
+        writer_name="null",
+        settings_overrides={"report_level": 2, "halt_level": 2},
+    )
+except docutils.utils.SystemMessage as exc:
+    sys.exit(f"README.rst: {exc}")
+print("README.rst OK")
+EOF
+}
+
 cmd_check() {
     ensure_venv
     local failed=()
@@ -396,6 +419,7 @@ cmd_check() {
     run_step "$VENV/bin/ruff" format --check .
     run_step "$VENV/bin/mypy"
     run_step "$VENV/bin/django-admin" check --settings="$SETTINGS" --pythonpath=.
+    run_step check_readme
     run_step check_wheel
     if ((${#failed[@]})); then
         printf '\ncheck FAILED:\n' >&2

@@ -145,7 +145,7 @@ def test_with_the_primary_stopped_writes_fail_clearly_and_unpinned_reads_go_on(
     assert all(
         e.startswith(("OperationalError", "InterfaceError"))
         for e in r["error_examples"]
-    )
+    ), r["error_examples"]
     # Every read that failed was pinned to the primary by time: a user whose
     # write failed (its position could not be read) reads the primary.
     assert r["failed_by_pin"]["none"] == 0
