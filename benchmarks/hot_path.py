@@ -196,21 +196,16 @@ def candidates() -> list[tuple[str, str, Setup]]:
 
     rows: list[tuple[str, str, Setup]] = [
         (DIRECT, "floor: constant router", constant(direct)),
-        (
-            DIRECT,
-            "ours unpinned, in an ATOMIC_REQUESTS view",
-            ours_state("atomic view"),
-        ),
-        (
-            THROUGH_DJANGO,
-            "ours unpinned, in an ATOMIC_REQUESTS view",
-            ours_state("atomic view", via_django),
-        ),
         (DIRECT, "seed ReplicaRouter", lambda: (seed_replica.db_for_read, User)),
         (DIRECT, "seed unpinned", seed_state(seed, False, direct)),
         (DIRECT, "seed pinned", seed_state(seed, True, direct)),
         (DIRECT, "ours unpinned", ours_state("unpinned")),
         (DIRECT, "ours unpinned, in a request", ours_state("request")),
+        (
+            DIRECT,
+            "ours unpinned, in an ATOMIC_REQUESTS view",
+            ours_state("atomic view"),
+        ),
         (DIRECT, "ours pinned", ours_state("pinned")),
         (DIRECT, "ours pinned, in a request", ours_state("request pinned")),
         (DIRECT, "ours token, settled on a replica", ours_state("token settled")),
@@ -223,6 +218,11 @@ def candidates() -> list[tuple[str, str, Setup]]:
             THROUGH_DJANGO,
             "ours unpinned, in a request",
             ours_state("request", via_django),
+        ),
+        (
+            THROUGH_DJANGO,
+            "ours unpinned, in an ATOMIC_REQUESTS view",
+            ours_state("atomic view", via_django),
         ),
         (
             THROUGH_DJANGO,

@@ -131,7 +131,6 @@ class Scope:
 _ROOT = Scope()
 _scope: ContextVar[Scope] = ContextVar("multidb_scope", default=_ROOT)
 _get_scope = _scope.get
-_get_running_loop = asyncio._get_running_loop
 
 
 # --- the routing decision (the hot path) -----------------------------------
@@ -149,6 +148,18 @@ class _NotFound:
 
 
 _primary_storage: Any = _NotFound()
+
+
+class _Unknown:
+    """Stands in for a connection not found on the fast path: let
+    ``app_in_atomic()`` find the real one."""
+
+    in_atomic_block = True
+    #: Never a request's view block.
+    atomic_blocks = [object()]
+
+
+_UNKNOWN = _Unknown()
 
 
 def primary_connection() -> Any:
@@ -210,19 +221,16 @@ def route_read(router: object, model: object, **hints: object) -> str:
     if scope.free and (request is None or not request.pinned or scope.unpinned):
         try:
             connection = _primary_storage.default
-            in_atomic = connection.in_atomic_block
         except AttributeError:  # storage not found yet, or no connection yet
-            connection, in_atomic = None, True  # let app_in_atomic() find out
+            connection = _UNKNOWN
         if (
-            in_atomic
+            connection.in_atomic_block
             # Inlined from in_app_atomic(): only the ATOMIC_REQUESTS view's
-            # block is open, on a thread without an event loop.
-            and not (
-                request is not None
-                and request.view_block is not None
-                and connection is not None
-                and connection.atomic_blocks[-1] is request.view_block
-                and _get_running_loop() is None
+            # block is open.  (On an event loop's thread Django's own
+            # connection is in no transaction: the answer is the same.)
+            and (
+                request is None
+                or connection.atomic_blocks[-1] is not request.view_block
             )
             and app_in_atomic(request)
         ):

@@ -759,3 +759,21 @@ def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
             assert read() == "default"
         finally:
             replicas.exclude(())
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_request_in_a_fresh_thread_inside_atomic_reads_the_primary(monkeypatch):
+    # Forget the storage found so far: the fast path cannot see this
+    # thread's connection, and must not take that for "no transaction".
+    monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+
+    def fresh_thread() -> list[str]:
+        try:
+            with request_scope(False), transaction.atomic():
+                monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+                return [read(), read()]
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(fresh_thread).result(TIMEOUT) == ["default", "default"]
