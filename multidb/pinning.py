@@ -223,20 +223,16 @@ def route_read(router: object, model: object, **hints: object) -> str:
             connection = _primary_storage.default
         except AttributeError:  # storage not found yet, or no connection yet
             connection = _UNKNOWN
+        if request is None:
+            if connection.in_atomic_block and app_in_atomic(None):
+                return DEFAULT_DB_ALIAS
+            return replicas.next_replica()
         if (
             connection.in_atomic_block
-            # Inlined from in_app_atomic(): only the ATOMIC_REQUESTS view's
-            # block is open.  (On an event loop's thread Django's own
-            # connection is in no transaction: the answer is the same.)
-            and (
-                request is None
-                or connection.atomic_blocks[-1] is not request.view_block
-            )
+            and connection.atomic_blocks[-1] is not request.view_block
             and app_in_atomic(request)
         ):
             return DEFAULT_DB_ALIAS
-        if request is None:
-            return replicas.next_replica()
         sticky = request.sticky
         if sticky.rotation.current:
             return sticky.alias
