@@ -547,6 +547,6 @@ def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
     state = current_request()
     if state is None or not _connection_error(error):
         return
-    alias = state.sticky.alias
+    alias = state.alias
     if alias != DEFAULT_DB_ALIAS:
         registry.report_failure(alias, _describe(error))

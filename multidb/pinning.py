@@ -41,13 +41,16 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class RequestState:
-    """What one request has done so far; shared by all the code it runs."""
+class RequestState(replicas.Sticky):
+    """What one request has done so far; shared by all the code it runs.
+
+    It is also the holder of the replica the request reads from (a
+    ``Sticky``): one attribute less to follow on every read.
+    """
 
     __slots__ = (
         "pinned",
         "wrote",
-        "sticky",
         "checked",
         "incoming",
         "outer",
@@ -67,8 +70,7 @@ class RequestState:
         self.pinned = pinned
         #: The request wrote to the primary (so the response sets the cookie).
         self.wrote = False
-        #: The replica this request reads from.
-        self.sticky = replicas.Sticky()
+        super().__init__()  # the replica this request reads from
         #: A replica was already asked for its position (once per request).
         self.checked = False
         #: The valid token the request came with.
@@ -233,9 +235,8 @@ def route_read(router: object, model: object, **hints: object) -> str:
             and app_in_atomic(request)
         ):
             return DEFAULT_DB_ALIAS
-        sticky = request.sticky
-        if sticky.rotation.current:
-            return sticky.alias
+        if request.rotation.current:
+            return request.alias
         return _repick(request)
     if scope.replica is not None:
         return scope.replica.pick()
@@ -276,9 +277,8 @@ def app_in_atomic(request: RequestState | None = None) -> bool:
 
 def _repick(request: RequestState) -> str:
     """The request's replica after the rotation changed."""
-    sticky = request.sticky
-    before = sticky.alias
-    alias = sticky.pick()
+    before = request.alias
+    alias = request.pick()
     if alias != before and request.settled is not None and request.pinned is False:
         # The replica that had replayed the request's token is gone: the
         # next one must prove it has too.
@@ -312,7 +312,7 @@ def replica_alias() -> str:
     if scope.replica is not None:
         return scope.replica.pick()
     if scope.request is not None:
-        return scope.request.sticky.pick()
+        return scope.request.pick()
     return replicas.next_replica()
 
 
@@ -456,7 +456,7 @@ class UseReplica(_Override):
                 )
             holder = _Fixed(self.alias)
         elif scope.request is not None:
-            holder = scope.request.sticky
+            holder = scope.request
         else:
             holder = replicas.Sticky()
         return Scope(False, holder, scope.request, scope)

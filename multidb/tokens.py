@@ -167,11 +167,10 @@ def read_alias_after(request: RequestState) -> str:
         return DEFAULT_DB_ALIAS
     current = replicas.rotation()
     known = _known_positions()
-    sticky = request.sticky
     # The request's own replica first (picked in rotation, as any request
     # picks one), so that token reads spread over the replicas that have
     # replayed the token instead of all going to the first one by name.
-    for alias in (sticky.pick(), *sorted(current.usable)):
+    for alias in (request.pick(), *sorted(current.usable)):
         if alias in current.usable and known.get(alias, -1) >= position:
             return _settle(request, alias, current, position)
     if request.checked or _on_event_loop():
@@ -180,7 +179,7 @@ def read_alias_after(request: RequestState) -> str:
         # read in a worker thread.
         return DEFAULT_DB_ALIAS
     request.checked = True
-    own = sticky.pick()
+    own = request.pick()
     if own == DEFAULT_DB_ALIAS:
         return own
     # A paused or delayed replica is behind in the prober's last view too:
@@ -218,8 +217,8 @@ def _settle(
         return DEFAULT_DB_ALIAS
     request.settled = position
     request.pinned = False
-    request.sticky.alias = alias
-    request.sticky.rotation = current
+    request.alias = alias
+    request.rotation = current
     return alias
 
 
