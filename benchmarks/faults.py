@@ -780,7 +780,9 @@ def analyse(
         split = [s for s in failed if fault <= s.start < repair]
         check("no failure during the split", not split, len(split))
     elif scenario == "primary_stopped":
-        down_writes = [s for s in writes if fault_done <= s.start < repair]
+        # Answered before the restart began: a write sent just before it may
+        # wait in the server's queue and run on the restarted primary.
+        down_writes = [s for s in writes if fault_done <= s.start and s.end < repair]
         # Django's database errors: refused connections, and connections that
         # died in use ("connection already closed").
         unclear = [
