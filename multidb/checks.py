@@ -198,11 +198,8 @@ def check_read_your_writes() -> list[CheckMessage]:
         return []
     missing = [
         name
-        for name, default in (
-            ("MULTIDB_REPLICA_MAX_LAG", 30),
-            ("MULTIDB_HEALTH_CHECK_INTERVAL", 1.0),
-        )
-        if getattr(settings, name, default) is None
+        for name in ("MULTIDB_REPLICA_MAX_LAG", "MULTIDB_HEALTH_CHECK_INTERVAL")
+        if getattr(settings, name, _HEALTH_SETTINGS[name][0]) is None
     ]
     if not missing:
         return []

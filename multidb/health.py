@@ -91,7 +91,6 @@ class _Connection:
         # A pool would hand the probe a request's idle connection, or make it
         # wait behind requests for one.
         options.pop("pool", None)
-        name = settings_dict["NAME"]
         backend = load_backend(settings_dict["ENGINE"])
         self.wrapper = backend.DatabaseWrapper(settings_dict, alias)
         if self.wrapper.vendor == "postgresql":
@@ -100,7 +99,8 @@ class _Connection:
             # connection to the test database would keep it from being
             # dropped at the end of the run: there, use the maintenance
             # database, as Django itself does to create and drop it.
-            settings_dict["NAME"] = None if under_test_runner() else name
+            if under_test_runner():
+                settings_dict["NAME"] = None
         self.wrapper.inc_thread_sharing()
         self.adapter = adapter(self.wrapper.vendor)
 
@@ -189,12 +189,6 @@ class Registry:
         with self._lock:
             known = self._statuses.get(status.alias)
         return known or DatabaseStatus(status.alias, status.role, UNKNOWN)
-
-    def _close_connections(self) -> None:
-        with self._lock:
-            stale, self._connections = self._connections, {}
-        for connection in stale.values():
-            connection.close()
 
     def _run(self, aliases: Iterable[str], role: str, timeout: float) -> dict[str, Any]:
         """Probe ``aliases`` in parallel; a probe still running at the deadline
@@ -384,7 +378,9 @@ class Registry:
             self._history.clear()
             self._in_flight.clear()
             self._none_usable = False
-        self._close_connections()
+            stale, self._connections = self._connections, {}
+        for connection in stale.values():
+            connection.close()
 
 
 def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:

@@ -90,10 +90,10 @@ def _state_of(request: HttpRequest) -> RequestState | None:
     return getattr(request, _STATE, None)
 
 
-def _note_atomic_view(view_func: Callable[..., Any]) -> None:
-    """Tell the request whether Django's handler runs ``view_func`` in
-    ``atomic()`` on the primary."""
-    state = current_request()
+def _note_atomic_view(request: HttpRequest, view_func: Callable[..., Any]) -> None:
+    """Tell ``request``'s state whether Django's handler runs ``view_func``
+    in ``atomic()`` on the primary."""
+    state = _state_of(request)
     if (
         state is not None
         and connections.settings[DEFAULT_DB_ALIAS].get("ATOMIC_REQUESTS")
@@ -191,16 +191,12 @@ class PinningRouterMiddleware:
     ) -> None:
         """Note whether Django runs the view in ``atomic()`` on the primary
         (``ATOMIC_REQUESTS``): reads in that block route as outside it."""
-        _note_atomic_view(view_func)
+        _note_atomic_view(request, view_func)
 
     async def _aprocess_view(
-        self,
-        request: HttpRequest,
-        view_func: Callable[..., Any],
-        view_args: Any,
-        view_kwargs: Any,
+        self, request: HttpRequest, view_func: Callable[..., Any], *args: Any
     ) -> None:
-        _note_atomic_view(view_func)
+        _note_atomic_view(request, view_func)
 
     def process_request(self, request: HttpRequest) -> None:
         """Pin the current context if the request carries the cookie or may write.

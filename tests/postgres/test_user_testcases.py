@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core import mail
 from django.db import router
 from django.test import TestCase
 
 import multidb
+from multidb import health
 from tests.app.models import Item
 from tests.cluster import Cluster
 from tests.postgres.test_tokens import PRIMARY, REPLICAS, find
@@ -111,4 +113,16 @@ def test_manage_py_test_with_the_readme_advice_exits_0_and_drops_its_database(
             "SELECT datname FROM pg_database WHERE datname = 'test_userapp'"
         )
         == []
+    )
+
+
+def test_probes_use_the_maintenance_database_only_under_a_test_runner(monkeypatch):
+    under_runner = health._Connection("replica1", 1.0)
+    monkeypatch.delattr(mail, "outbox")
+    in_production = health._Connection("replica1", 1.0)
+
+    assert under_runner.wrapper.settings_dict["NAME"] is None
+    assert (
+        in_production.wrapper.settings_dict["NAME"]
+        == (settings.DATABASES["replica1"]["NAME"])
     )
