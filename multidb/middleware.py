@@ -92,12 +92,10 @@ def _state_of(request: HttpRequest) -> RequestState | None:
 
 def _note_atomic_view(request: HttpRequest, view_func: Callable[..., Any]) -> None:
     """Tell ``request``'s state whether Django's handler runs ``view_func``
-    in ``atomic()`` on the primary."""
+    in ``atomic()`` on the primary (``ATOMIC_REQUESTS`` is on there)."""
     state = _state_of(request)
-    if (
-        state is not None
-        and connections.settings[DEFAULT_DB_ALIAS].get("ATOMIC_REQUESTS")
-        and DEFAULT_DB_ALIAS not in getattr(view_func, "_non_atomic_requests", ())
+    if state is not None and DEFAULT_DB_ALIAS not in getattr(
+        view_func, "_non_atomic_requests", ()
     ):
         state.atomic_view = True
 
@@ -153,8 +151,13 @@ class PinningRouterMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-            # Django would run a sync process_view in a worker thread.
-            self.process_view = self._aprocess_view  # type: ignore[method-assign,assignment]
+        if connections.settings[DEFAULT_DB_ALIAS].get("ATOMIC_REQUESTS"):
+            # Only then does the view matter, and Django calls (under ASGI:
+            # awaits) a process_view on every request once there is one.  A
+            # coroutine under ASGI: Django would run a sync one in a thread.
+            self.process_view = (
+                self._aprocess_view if self.async_mode else self._process_view
+            )
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -182,15 +185,12 @@ class PinningRouterMiddleware:
         finally:
             end_request(token)
 
-    def process_view(
-        self,
-        request: HttpRequest,
-        view_func: Callable[..., Any],
-        view_args: Any,
-        view_kwargs: Any,
+    def _process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], *args: Any
     ) -> None:
-        """Note whether Django runs the view in ``atomic()`` on the primary
-        (``ATOMIC_REQUESTS``): reads in that block route as outside it."""
+        """``process_view`` with ``ATOMIC_REQUESTS`` on the primary: note
+        whether Django runs the view in ``atomic()`` there, so that reads in
+        that block route as outside it."""
         _note_atomic_view(request, view_func)
 
     async def _aprocess_view(
