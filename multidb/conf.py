@@ -111,6 +111,13 @@ class Settings:
         return _setting("MULTIDB_PINNING_HEADER", None)
 
     @property
+    def INVALID_TOKEN(self) -> str:  # noqa: N802
+        """What a pin cookie or header that is not a valid token asks, where
+        the primary has positions: ``"pin"`` (by time, as 0.11 did) or
+        ``"ignore"`` (nothing)."""
+        return _setting("MULTIDB_INVALID_TOKEN", "pin")
+
+    @property
     def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
         """Seconds between background probes; ``None`` turns health checks off.
 
@@ -139,6 +146,12 @@ class Settings:
     def HEALTH_MIN_REPLICAS(self) -> int:  # noqa: N802
         """Usable replicas the health view needs to answer 200."""
         return _setting("MULTIDB_HEALTH_MIN_REPLICAS", 1)
+
+    @property
+    def HEALTH_DETAILS(self) -> str:  # noqa: N802
+        """Who sees the health view's per-database details (hosts' states,
+        positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
+        return _setting("MULTIDB_HEALTH_DETAILS", "never")
 
 
 conf = Settings()

@@ -21,12 +21,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeVar
 
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connections
 from django.db.utils import load_backend
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from . import reconnect, replicas, signals
 from .conf import DEFAULT_DB_ALIAS, conf, under_test_runner
@@ -127,6 +128,8 @@ class Registry:
         self._in_flight: set[str] = set()
         self._history: deque[tuple[float, int]] = deque(maxlen=HISTORY)
         self._statuses: dict[str, DatabaseStatus] = {}
+        #: When each status was recorded (``time.monotonic()``).
+        self._set_at: dict[str, float] = {}
         #: Replaced, never changed, whenever ``_statuses`` changes.
         self._positions: dict[str, int] = {}
         self._none_usable = False
@@ -151,35 +154,53 @@ class Registry:
         The primary goes first so that a replica that keeps up shows no lag.
         With ``apply`` (the default), the rotation follows the result.
         """
-        timeout = conf.HEALTH_CHECK_TIMEOUT
         with self._round_lock:
-            databases = _databases()
-            started = time.monotonic()
-            primary = self._run([DEFAULT_DB_ALIAS], "primary", timeout)
-            primary_result = primary.get(DEFAULT_DB_ALIAS)
-            if isinstance(primary_result, int):
-                self._history.append((started, primary_result))
-            replica_aliases = [alias for alias, role in databases if role == "replica"]
-            results = self._run(replica_aliases, "replica", timeout)
-            now = time.monotonic()
-            if isinstance(primary_result, BaseException) and self._history:
-                # The primary is out of sight, and nothing newer than what it
-                # shipped can reach a replica: none falls further behind than
-                # when it was last seen.  (Else, after MAX_LAG, every replica
-                # would leave and reads would go to the primary that is down.)
-                now = self._history[-1][0]
-            checked = datetime.now(timezone.utc)
-            statuses = [
-                self._unless_forbidden(
-                    _primary_status(primary_result, checked), primary_result
-                )
-            ]
-            for alias in replica_aliases:
-                result = results.get(alias)
-                status = self._replica_status(alias, result, now, checked)
-                statuses.append(self._unless_forbidden(status, result))
-            self._publish(statuses, apply)
+            return self._probe(apply)
+
+    def recent(self, max_age: float, apply: bool = True) -> list[DatabaseStatus]:
+        """The statuses, if every database was probed within ``max_age``
+        seconds; else those of a probe round run now.
+
+        Callers that find the statuses stale at the same time share one
+        round: each looks again once it holds the round lock.
+        """
+        statuses = self.statuses()
+        if _fresh(statuses, max_age):
             return statuses
+        with self._round_lock:
+            statuses = self.statuses()
+            if _fresh(statuses, max_age):
+                return statuses
+            return self._probe(apply)
+
+    def _probe(self, apply: bool) -> list[DatabaseStatus]:
+        timeout = conf.HEALTH_CHECK_TIMEOUT
+        databases = _databases()
+        started = time.monotonic()
+        primary = self._run([DEFAULT_DB_ALIAS], "primary", timeout)
+        primary_result = primary.get(DEFAULT_DB_ALIAS)
+        if isinstance(primary_result, int):
+            self._history.append((started, primary_result))
+        replica_aliases = [alias for alias, role in databases if role == "replica"]
+        results = self._run(replica_aliases, "replica", timeout)
+        now = time.monotonic()
+        if isinstance(primary_result, BaseException) and self._history:
+            # The primary is out of sight, and nothing newer than what it
+            # shipped can reach a replica: none falls further behind than
+            # when it was last seen.  (Else, after MAX_LAG, every replica
+            # would leave and reads would go to the primary that is down.)
+            now = self._history[-1][0]
+        checked = datetime.now(timezone.utc)
+        statuses = [
+            self._unless_forbidden(
+                _primary_status(primary_result, checked), primary_result
+            )
+        ]
+        for alias in replica_aliases:
+            result = results.get(alias)
+            status = self._replica_status(alias, result, now, checked)
+            statuses.append(self._unless_forbidden(status, result))
+        return self._publish(statuses, apply, started)
 
     def _unless_forbidden(self, status: DatabaseStatus, result: Any) -> DatabaseStatus:
         """A test forbids database access (Django's ``databases``, pytest-django's
@@ -299,12 +320,26 @@ class Registry:
 
     # --- acting on the result ----------------------------------------------
 
-    def _publish(self, statuses: list[DatabaseStatus], apply: bool) -> None:
+    def _publish(
+        self, statuses: list[DatabaseStatus], apply: bool, began: float
+    ) -> list[DatabaseStatus]:
+        """Record a round's ``statuses``, but none over a status set after
+        the round ``began`` (a ``report_failure`` while it ran); then update
+        the rotation, and only then tell anyone.  Returns what was recorded."""
         with self._lock:
             previous = dict(self._statuses)
-            self._statuses.update((status.alias, status) for status in statuses)
+            published = []
+            for status in statuses:
+                known = previous.get(status.alias)
+                if known is not None and self._set_at.get(status.alias, 0) > began:
+                    status = known
+                else:
+                    self._statuses[status.alias] = status
+                    self._set_at[status.alias] = time.monotonic()
+                published.append(status)
             self._positions = _positions(self._statuses)
-        for status in statuses:
+        log_usable = self._apply() if apply else _nothing
+        for status in published:
             if status.role == "replica":
                 _announce(previous.get(status.alias), status)
             elif previous.get(status.alias, status).state != status.state:
@@ -316,10 +351,12 @@ class Registry:
                     status.state,
                     f": {status.reason}" if status.reason else "",
                 )
-        if apply:
-            self._apply()
+        log_usable()
+        return published
 
-    def _apply(self) -> None:
+    def _apply(self) -> Callable[[], None]:
+        """Make the rotation follow the statuses.  Returns the logging of
+        a change in "no replica is usable", for after the replicas' own."""
         with self._lock:
             unusable = {
                 alias
@@ -331,14 +368,16 @@ class Registry:
             alias for alias, weight in replicas.configured().items() if weight
         ]
         none_usable = bool(configured) and set(configured) <= unusable
-        if none_usable != self._none_usable:
-            self._none_usable = none_usable
-            if none_usable:
-                logger.warning(
-                    "no replica is usable; reads go to '%s'", DEFAULT_DB_ALIAS
-                )
-            else:
-                logger.info("replicas are usable again")
+        if none_usable == self._none_usable:
+            return _nothing
+        self._none_usable = none_usable
+        if none_usable:
+            return partial(
+                logger.warning,
+                "no replica is usable; reads go to '%s'",
+                DEFAULT_DB_ALIAS,
+            )
+        return partial(logger.info, "replicas are usable again")
 
     def report_failure(self, alias: str, reason: str) -> None:
         """Take ``alias`` out of rotation now, and probe it again at once."""
@@ -353,9 +392,13 @@ class Registry:
                 last_checked=datetime.now(timezone.utc), reason=reason,
             )  # fmt: skip
             self._statuses[alias] = status
+            self._set_at[alias] = time.monotonic()
             self._positions = _positions(self._statuses)
+        # The rotation first: a signal receiver must not be able to keep a
+        # dead replica in it.
+        log_usable = self._apply()
         _announce(previous, status)
-        self._apply()
+        log_usable()
         _worker.wake()
 
     def replay_positions(self) -> dict[str, int]:
@@ -374,6 +417,7 @@ class Registry:
         """
         with self._lock:
             self._statuses.clear()
+            self._set_at.clear()
             self._positions = {}
             self._history.clear()
             self._in_flight.clear()
@@ -389,6 +433,19 @@ def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:
         for status in statuses.values()
         if status.role == "replica" and status.replay_position is not None
     }
+
+
+def _nothing() -> None:
+    pass
+
+
+def _fresh(statuses: list[DatabaseStatus], max_age: float) -> bool:
+    now = datetime.now(timezone.utc)
+    return all(
+        status.last_checked is not None
+        and (now - status.last_checked).total_seconds() <= max_age
+        for status in statuses
+    )
 
 
 def _databases() -> list[tuple[str, str]]:
@@ -448,13 +505,20 @@ def _announce(previous: DatabaseStatus | None, status: DatabaseStatus) -> None:
         reconnect.recheck(alias, pool=bool(status.reachable))
     if status.state in (DOWN, PROMOTED):
         logger.warning("replica %s is %s: %s", alias, status.state, reason)
-        signals.replica_down.send(sender=None, alias=alias, reason=reason)
+        _send(signals.replica_down, alias, reason)
     elif status.state == LAGGING:
         logger.warning("replica %s is lagging: %s", alias, reason)
-        signals.replica_lagging.send(sender=None, alias=alias, reason=reason)
+        _send(signals.replica_lagging, alias, reason)
     elif before != UNKNOWN:
         logger.info("replica %s is back in rotation", alias)
-        signals.replica_up.send(sender=None, alias=alias, reason=f"was {before}")
+        _send(signals.replica_up, alias, f"was {before}")
+
+
+def _send(signal: Signal, alias: str, reason: str) -> None:
+    # send_robust: a receiver that raises must fail neither the probe round
+    # nor the request that reported a failure.  Django logs its error (on
+    # the "django.dispatch" logger).
+    signal.send_robust(sender=None, alias=alias, reason=reason)
 
 
 class _Worker:

@@ -1,11 +1,15 @@
 """``health``: a JSON view of the databases, for load balancers and probes.
 
 path("health/db/", multidb.views.health)
+
+By default it answers with the status and the replica counts only: hosts,
+ports, roles, positions and driver errors are for operators, who see them in
+``manage.py multidb_status`` and the logs, and in the view's details where
+``MULTIDB_HEALTH_DETAILS`` shows them (``"staff"`` or ``"always"``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -16,22 +20,15 @@ from .conf import conf
 
 
 def report() -> tuple[bool, dict[str, Any]]:
-    """Whether the databases are healthy, and the figures that say so.
+    """Whether the databases are healthy, and every figure that says so.
 
     Uses the background prober's results while they are fresh, and probes
     now otherwise (health checks off, or the prober not running yet).
+    Concurrent callers that find them stale share one probe round.
     """
-    statuses = health_module.registry.statuses()
     interval = conf.HEALTH_CHECK_INTERVAL
-    oldest = min(
-        (status.last_checked for status in statuses),
-        key=lambda checked: checked or datetime.min.replace(tzinfo=timezone.utc),
-    )
-    freshness = timedelta(
-        seconds=max(2 * (interval or 0), 2 * conf.HEALTH_CHECK_TIMEOUT)
-    )
-    if oldest is None or datetime.now(timezone.utc) - oldest > freshness:
-        statuses = health_module.registry.probe(apply=interval is not None)
+    freshness = max(2 * (interval or 0), 2 * conf.HEALTH_CHECK_TIMEOUT)
+    statuses = health_module.registry.recent(freshness, apply=interval is not None)
     primary, replicas = statuses[0], statuses[1:]
     usable = sum(status.usable for status in replicas)
     healthy = primary.state == health_module.OK and usable >= conf.HEALTH_MIN_REPLICAS
@@ -44,8 +41,28 @@ def report() -> tuple[bool, dict[str, Any]]:
     }
 
 
+#: What anyone may see: nothing that names a host, a port, a role, a
+#: position or an error.
+SUMMARY = ("status", "usable_replicas", "min_replicas")
+
+
+def shows_details(request: HttpRequest) -> bool:
+    """Whether ``request`` may see the per-database details."""
+    details = conf.HEALTH_DETAILS
+    if details == "always":
+        return True
+    if details == "staff":
+        user = getattr(request, "user", None)
+        return bool(
+            getattr(user, "is_active", False) and getattr(user, "is_staff", False)
+        )
+    return False
+
+
 @never_cache
 def health(request: HttpRequest) -> JsonResponse:
     """200 when the primary is reachable and enough replicas are usable, else 503."""
     healthy, body = report()
+    if not shows_details(request):
+        body = {key: body[key] for key in SUMMARY}
     return JsonResponse(body, status=200 if healthy else 503)

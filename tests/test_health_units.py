@@ -412,6 +412,111 @@ def test_a_probe_that_finds_a_reported_replica_fine_puts_it_back_with_replica_up
     assert multidb_messages(caplog)[-1] == "replica replica1 is back in rotation"
 
 
+@pytest.fixture
+def raising_receiver():
+    """A ``replica_down`` receiver that raises; whether it was called."""
+    from multidb import signals
+
+    calls: list[str] = []
+
+    def receiver(sender, alias, reason, **kwargs):
+        calls.append(alias)
+        raise RuntimeError("a receiver's own bug")
+
+    signals.replica_down.connect(receiver, weak=False, dispatch_uid="tests-raising")
+    yield calls
+    signals.replica_down.disconnect(dispatch_uid="tests-raising")
+
+
+def test_a_signal_receiver_that_raises_neither_fails_the_report_nor_keeps_the_replica(
+    raising_receiver, replica_signals, caplog
+):
+    with override_settings(**CHECKS_ON):
+        health.registry.report_failure("replica1", "OperationalError: gone")
+
+    assert raising_receiver == ["replica1"]
+    assert replicas.rotation().usable == {"replica2"}
+    # Other receivers still hear of it.
+    assert [(e.signal, e.alias) for e in replica_signals] == [
+        ("replica_down", "replica1")
+    ]
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.exc_info[1].args for r in failed] == [("a receiver's own bug",)]
+    assert [r.name for r in failed] == ["django.dispatch"]
+
+
+@db
+def test_a_signal_receiver_that_raises_does_not_fail_a_probe_round(raising_receiver):
+    with override_settings(REPLICA_DATABASES=["replica1", "ghost"], **CHECKS_ON):
+        statuses = by_alias(health.registry.probe())
+
+        assert statuses["ghost"].state == "down"
+        assert raising_receiver == ["ghost"]
+        assert replicas.rotation().usable == {"replica1"}
+
+
+@db
+def test_a_probe_round_never_overwrites_a_failure_reported_while_it_ran(
+    monkeypatch, replica_signals
+):
+    """The round's probe of replica1 answered before the failure was
+    reported, so it says nothing about the failure."""
+    run = health.registry._run
+
+    def run_then_report(aliases, role, timeout):
+        results = run(aliases, role, timeout)
+        if role == "replica":  # replica1 has answered; the round is not over
+            health.registry.report_failure("replica1", "OperationalError: gone")
+        return results
+
+    monkeypatch.setattr(health.registry, "_run", run_then_report)
+    with override_settings(**CHECKS_ON):
+        statuses = by_alias(health.registry.probe())
+
+    assert statuses["replica1"].state == "down"
+    assert by_alias(health.registry.statuses())["replica1"].state == "down"
+    assert statuses["replica2"].state == "ok"
+    assert replicas.rotation().usable == {"replica2"}
+    assert [(e.signal, e.alias) for e in replica_signals] == [
+        ("replica_down", "replica1")
+    ]
+
+
+@db
+def test_the_next_round_after_a_reported_failure_does_record_what_it_finds():
+    with override_settings(**CHECKS_ON):
+        health.registry.report_failure("replica1", "OperationalError: gone")
+        health.registry.probe()
+
+    assert by_alias(health.registry.statuses())["replica1"].state == "ok"
+
+
+@db
+def test_callers_that_find_the_statuses_stale_at_once_share_one_probe_round():
+    barrier = threading.Barrier(8)
+    found: list[list[DatabaseStatus]] = []
+
+    def call() -> None:
+        barrier.wait()
+        found.append(health.registry.recent(60, apply=False))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(found) == 8
+    assert len({tuple(s.last_checked for s in statuses) for statuses in found}) == 1
+
+
+@db
+def test_statuses_younger_than_the_age_asked_are_returned_without_a_round():
+    probed = health.registry.probe()
+
+    assert health.registry.recent(60) == probed
+
+
 @db
 def test_no_usable_replica_is_logged_once_and_the_recovery_once(caplog):
     caplog.set_level(logging.INFO, logger="multidb")

@@ -16,7 +16,10 @@ db = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
 def get():
-    return Client().get("/health/db/")
+    """The view's answer with every detail shown (see the tests at the end
+    for who sees them)."""
+    with override_settings(MULTIDB_HEALTH_DETAILS="always"):
+        return Client().get("/health/db/")
 
 
 def checked(body) -> list[str]:
@@ -155,3 +158,71 @@ def test_with_health_checks_on_the_views_probe_updates_the_rotation():
 
     assert body["replicas"][1]["state"] == "down"
     assert replicas.rotation().usable == {"replica1"}
+
+
+# --- who sees the details ------------------------------------------------------
+
+
+SUMMARY = {"status", "usable_replicas", "min_replicas"}
+
+
+def staff_client(**flags: bool) -> Client:
+    from django.contrib.auth.models import User
+
+    user = User.objects.create_user("ops", password="x", **flags)
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@db
+@override_settings(REPLICA_DATABASES=["replica1", "ghost"])
+def test_by_default_the_health_view_answers_the_status_and_counts_only():
+    response = Client().get("/health/db/")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "usable_replicas": 1, "min_replicas": 1}
+
+
+@db
+@override_settings(MULTIDB_HEALTH_DETAILS="staff")
+def test_with_details_for_staff_an_anonymous_client_sees_the_summary_only():
+    assert set(Client().get("/health/db/").json()) == SUMMARY
+
+
+@db
+@override_settings(MULTIDB_HEALTH_DETAILS="staff")
+def test_with_details_for_staff_a_user_who_is_not_staff_sees_the_summary_only():
+    client = staff_client(is_staff=False)
+
+    assert set(client.get("/health/db/").json()) == SUMMARY
+
+
+@db
+@override_settings(MULTIDB_HEALTH_DETAILS="staff")
+def test_with_details_for_staff_a_staff_user_sees_every_database():
+    client = staff_client(is_staff=True)
+
+    body = client.get("/health/db/").json()
+
+    assert set(body) > SUMMARY
+    assert [r["alias"] for r in body["replicas"]] == ["replica1", "replica2"]
+
+
+@db
+@override_settings(MULTIDB_HEALTH_DETAILS="staff")
+def test_with_details_for_staff_an_inactive_staff_user_sees_the_summary_only():
+    client = staff_client(is_staff=True)
+    from django.contrib.auth.models import User
+
+    User.objects.filter(username="ops").update(is_active=False)
+
+    assert set(client.get("/health/db/").json()) == SUMMARY
+
+
+@db
+@override_settings(MULTIDB_HEALTH_DETAILS="always")
+def test_with_details_always_an_anonymous_client_sees_every_database():
+    body = Client().get("/health/db/").json()
+
+    assert body["primary"]["alias"] == "default"

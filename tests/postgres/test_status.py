@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+from collections.abc import Iterator
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connections
 from django.test import Client, override_settings
 
 from multidb import health, replicas
@@ -135,6 +138,7 @@ def test_multidb_status_fails_when_the_primary_is_unreachable(
     ]
 
 
+@override_settings(MULTIDB_HEALTH_DETAILS="always")
 def test_the_health_view_is_200_when_the_databases_are_fine(pg_cluster):
     response = Client().get("/health/db/")
 
@@ -148,7 +152,7 @@ def test_the_health_view_is_200_when_the_databases_are_fine(pg_cluster):
     assert all(parse_lsn(r["replay_position"]) > 0 for r in body["replicas"])
 
 
-@override_settings(MULTIDB_HEALTH_MIN_REPLICAS=2)
+@override_settings(MULTIDB_HEALTH_MIN_REPLICAS=2, MULTIDB_HEALTH_DETAILS="always")
 def test_the_health_view_is_503_when_fewer_replicas_than_required_are_usable(faults):
     faults.stop("replica2")
 
@@ -165,7 +169,7 @@ def test_the_health_view_is_503_when_fewer_replicas_than_required_are_usable(fau
     ]
 
 
-@override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=0.5)
+@override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=0.5, MULTIDB_HEALTH_DETAILS="always")
 def test_the_health_view_is_503_when_the_primary_is_unreachable(faults):
     faults.freeze("default")
 
@@ -176,3 +180,91 @@ def test_the_health_view_is_503_when_the_primary_is_unreachable(faults):
         503, "fail", 2,
     )  # fmt: skip
     assert (body["primary"]["state"], body["primary"]["reachable"]) == ("down", False)
+
+
+# --- what the health view shows, and to whom -----------------------------------------
+
+
+@pytest.fixture
+def replica2_as_a_missing_role() -> Iterator[str]:
+    """replica2's alias logs in as a role the server does not have, so its
+    probe fails with the driver's error text (host, port and role in it)."""
+    entry = connections.settings["replica2"]
+    saved = entry["USER"]
+    entry["USER"] = "app_ro"
+    health.registry.forget()  # no probe connection made with the old role
+    try:
+        yield "app_ro"
+    finally:
+        entry["USER"] = saved
+        health.registry.forget()
+
+
+def infrastructure(body: str) -> list[str]:
+    """What in ``body`` names a host, a port, a role, a position or an error."""
+    from django.conf import settings
+
+    names = [
+        "127.0.0.1", "localhost", "app_ro", "OperationalError", "FATAL",
+        "does not exist", *(str(port) for port in settings.PG_NODE_PORTS.values()),
+    ]  # fmt: skip
+    found = [name for name in names if name in body]
+    found += re.findall(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", body)
+    return found
+
+
+def test_an_anonymous_client_sees_no_host_port_role_position_or_error(
+    replica2_as_a_missing_role,
+):
+    response = Client().get("/health/db/")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "usable_replicas": 1, "min_replicas": 1}
+    assert infrastructure(response.content.decode()) == []
+
+
+# Health checks on: the probe takes replica2 out, so that the session and
+# user reads of a logged-in request do not wait on its pool.
+@override_settings(MULTIDB_HEALTH_DETAILS="staff", MULTIDB_HEALTH_CHECK_INTERVAL=60)
+def test_a_staff_user_sees_the_details_that_name_the_failure(
+    replica2_as_a_missing_role, caplog
+):
+    from django.contrib.auth.models import User
+
+    health.registry.probe()
+    client = Client()
+    client.force_login(User.objects.create_user("ops", is_staff=True))
+
+    body = client.get("/health/db/").json()
+
+    replica2 = body["replicas"][1]
+    assert (replica2["alias"], replica2["state"]) == ("replica2", "down")
+    assert 'role "app_ro" does not exist' in replica2["reason"]
+    assert parse_lsn(body["replicas"][0]["replay_position"]) > 0
+    # The log has them too, whoever asked.
+    assert any("app_ro" in r.getMessage() for r in caplog.records)
+
+
+@override_settings(MULTIDB_HEALTH_DETAILS="always")
+def test_concurrent_health_requests_with_a_frozen_replica_share_one_probe_round(
+    faults,
+):
+    with override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=1):
+        faults.freeze("replica2")
+        barrier = threading.Barrier(8)
+        bodies: list[dict[str, object]] = []
+
+        def get() -> None:
+            barrier.wait()
+            bodies.append(Client().get("/health/db/").json())
+
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert len(bodies) == 8
+    assert {body["replicas"][1]["state"] for body in bodies} == {"down"}
+    rounds = {body["primary"]["last_checked"] for body in bodies}
+    assert len(rounds) == 1
