@@ -60,8 +60,9 @@ def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
         return True, None
     if unsafe and conf.PIN_UNSAFE_METHODS:
         return True, None
+    invalid = tokens.invalid_pin()
     pins = [
-        (tokens.pin_for(value), value)
+        (tokens.pin_for(value, invalid), value)
         for value in (cookie, header)
         if value is not None
     ]
@@ -111,13 +112,40 @@ def _wants_cookie(
     )
 
 
-def _cookie_value() -> str:
-    """A token for the primary's position now; the legacy value without one."""
-    if conf.PINNING_MODE == "auto":
-        position = tokens.primary_position()
-        if position is not None:
-            return tokens.sign(position)
-    return tokens.LEGACY_VALUE
+def _cookie_value(
+    request: HttpRequest, response: HttpResponseBase, state: RequestState | None
+) -> str | None:
+    """The pin cookie's value; None when it is the primary's position now,
+    which only a query tells (``tokens.position_token``)."""
+    if conf.PINNING_MODE != "auto" or not tokens.has_positions():
+        return tokens.LEGACY_VALUE
+    if (
+        state is None
+        or state.wrote
+        # A write the router never saw (raw SQL) is a write too.
+        or state.reached_primary
+        or getattr(response, "_db_write", False)
+    ):
+        return None
+    # Nothing reached the primary (a 404, a CSRF failure, a form error): it
+    # costs no round trip.  The valid token the request came with still
+    # holds; without one, pin by time, as django-multidb-router did.
+    return _carried_token(request) or tokens.sign_time()
+
+
+def _carried_token(request: HttpRequest) -> str | None:
+    """The request's valid position token (the later, of cookie and header)."""
+    header_name = conf.PINNING_HEADER
+    values = [
+        request.COOKIES.get(conf.PINNING_COOKIE),
+        request.headers.get(header_name) if header_name else None,
+    ]
+    positions = [
+        (pin, value)
+        for value in values
+        if value and type(pin := tokens.pin_for(value, tokens.NO_PIN)) is int
+    ]
+    return max(positions)[1] if positions else None
 
 
 def _set_cookie(response: HttpResponseBase, value: str) -> None:
@@ -173,13 +201,13 @@ class PinningRouterMiddleware:
         token = _begin(request)
         try:
             response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
-            if _wants_cookie(request, response, _state_of(request)):
-                if conf.PINNING_MODE == "auto" and tokens.has_positions():
+            state = _state_of(request)
+            if _wants_cookie(request, response, state):
+                value = _cookie_value(request, response, state)
+                if value is None:
                     # The position query is database work: it runs where
                     # the request's sync code ran, not on the event loop.
-                    value = await sync_to_async(_cookie_value)()
-                else:
-                    value = tokens.LEGACY_VALUE
+                    value = await sync_to_async(tokens.position_token)()
                 _set_cookie(response, value)
             return response
         finally:
@@ -214,6 +242,8 @@ class PinningRouterMiddleware:
 
         Even if it was already set, reset its expiration time.
         """
-        if _wants_cookie(request, response, _state_of(request)):
-            _set_cookie(response, _cookie_value())
+        state = _state_of(request)
+        if _wants_cookie(request, response, state):
+            value = _cookie_value(request, response, state)
+            _set_cookie(response, value or tokens.position_token())
         return response

@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from . import mirrors, replicas
 from .conf import DEFAULT_DB_ALIAS
@@ -57,6 +58,7 @@ class RequestState(replicas.Sticky):
         "settled",
         "atomic_view",
         "view_block",
+        "reached_primary",
     )
 
     def __init__(
@@ -83,6 +85,8 @@ class RequestState(replicas.Sticky):
         self.atomic_view: bool = outer.atomic_view if outer is not None else False
         #: That block, once seen.
         self.view_block: Any = outer.view_block if outer is not None else None
+        #: A statement ran on this context's connection to the primary.
+        self.reached_primary = False
 
 
 class _Fixed:
@@ -314,6 +318,38 @@ def replica_alias() -> str:
     if scope.request is not None:
         return scope.request.pick()
     return replicas.next_replica()
+
+
+# --- what reached the primary ------------------------------------------------
+#
+# A write the router never saw (raw SQL on ``connection``) must still give the
+# user a token; a request that sent nothing at all to the primary needs no
+# position query.  Every connection to the primary, in every thread, notes
+# each statement in the state of the request that runs it.
+
+
+def _note_primary_use(
+    execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
+) -> Any:
+    request = _get_scope().request
+    while request is not None:
+        request.reached_primary = True
+        request = request.outer
+    return execute(sql, params, many, context)
+
+
+def _watch_primary(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if connection.alias == DEFAULT_DB_ALIAS and (
+        _note_primary_use not in connection.execute_wrappers
+    ):
+        # First, not last: ``connection.execute_wrapper()`` pops the last
+        # wrapper when its block ends, and this connection may have been
+        # opened inside one.
+        connection.execute_wrappers.insert(0, _note_primary_use)
+
+
+# At import, as the routers and the middleware load before any request.
+connection_created.connect(_watch_primary, dispatch_uid="multidb.pinning")
 
 
 # --- request scope, used by the middleware ---------------------------------

@@ -48,21 +48,29 @@ def sign(position: int, alias: str = DEFAULT_DB_ALIAS) -> str:
     return signing.TimestampSigner(salt=SALT).sign(f"{alias}:{position:X}")
 
 
-def pin_for(value: str) -> bool | int:
+def sign_time(alias: str = DEFAULT_DB_ALIAS) -> str:
+    """A signed token that pins by time, for a write whose position is not
+    known (the position query failed).  Unlike the legacy ``y`` it is valid
+    under ``MULTIDB_INVALID_TOKEN = "ignore"``."""
+    return signing.TimestampSigner(salt=SALT).sign(f"{alias}:")
+
+
+def pin_for(value: str, invalid: bool = TIME_PIN) -> bool | int:
     """What a pin cookie (or header) value asks of the reads that carry it.
 
     A validly signed token gives the position to wait for, whatever its age:
     an old position costs nothing, since every replica past it qualifies.
-    Anything else (the legacy ``y``, a bad signature, garbage, a position the
-    primary's database cannot report) pins by time; a token on a database
-    without positions is a time pin too, so it expires after
-    ``MULTIDB_PINNING_SECONDS``.
+    A signed token without a position, for another alias, or on a database
+    without positions is a time pin that expires after
+    ``MULTIDB_PINNING_SECONDS``.  Anything else (the legacy ``y``, a bad
+    signature, garbage) gives ``invalid``: a time pin, as in 0.11, unless
+    the caller chose to ignore such values.
     """
     if value == LEGACY_VALUE:
-        return TIME_PIN
+        return invalid
     if len(value) > MAX_TOKEN_LENGTH:
         logger.debug("pin token ignored: %d characters long", len(value))
-        return TIME_PIN
+        return invalid
     signer = signing.TimestampSigner(salt=SALT)
     try:
         raw = signer.unsign(value)
@@ -71,15 +79,24 @@ def pin_for(value: str) -> bool | int:
         # as JSON can carry them).  ValueError: signed with our key by a
         # signer without a timestamp.
         logger.debug("pin token ignored: bad signature")
-        return TIME_PIN
+        return invalid
     alias, _, lsn = raw.rpartition(":")
-    if alias != DEFAULT_DB_ALIAS or not has_positions():
+    if alias != DEFAULT_DB_ALIAS or not lsn or not has_positions():
         logger.debug("pin token for %r: pinning by time", alias)
         return _time_pin_unless_expired(signer, value)
     try:
         return _parse_hex(lsn)
     except ValueError:
-        return TIME_PIN
+        return invalid
+
+
+def invalid_pin() -> bool:
+    """What an incoming value that is not a valid token asks: nothing under
+    ``MULTIDB_INVALID_TOKEN = "ignore"`` where the primary has positions,
+    else a time pin."""
+    if conf.INVALID_TOKEN == "ignore" and has_positions():
+        return NO_PIN
+    return TIME_PIN
 
 
 def _time_pin_unless_expired(signer: signing.TimestampSigner, value: str) -> bool:
@@ -119,21 +136,43 @@ def has_positions(alias: str = DEFAULT_DB_ALIAS) -> bool:
     return adapter(connections[alias].vendor).has_positions
 
 
+#: The last position query failed; the next failure is not logged again.
+_position_failing = False
+
+
 def primary_position() -> int | None:
     """The primary's current position, or None without position support.
 
-    Errors give None too: a failed lookup must not fail the response.
+    Errors give None too: a failed lookup must not fail the response.  The
+    first failure of an outage is logged as a warning, the rest only at
+    debug level, and the first success after it at info.
     """
+    global _position_failing
     connection = connections[DEFAULT_DB_ALIAS]
     positions = adapter(connection.vendor)
     if not positions.has_positions:
         return None
     try:
         with connection.cursor() as cursor:
-            return positions.primary_position(cursor)
+            position = positions.primary_position(cursor)
     except DatabaseError:
-        logger.warning("could not read the primary's position", exc_info=True)
+        if _position_failing:
+            logger.debug("could not read the primary's position", exc_info=True)
+        else:
+            _position_failing = True
+            logger.warning("could not read the primary's position", exc_info=True)
         return None
+    if _position_failing:
+        _position_failing = False
+        logger.info("the primary's position can be read again")
+    return position
+
+
+def position_token() -> str:
+    """A token for the primary's position now (one query); if that fails, a
+    signed time pin."""
+    position = primary_position()
+    return sign_time() if position is None else sign(position)
 
 
 def replay_position(alias: str) -> int | None:

@@ -434,3 +434,37 @@ def test_a_position_read_in_a_thread_without_a_primary_connection_reads_the_prim
     thread.start()
     thread.join(10)
     assert seen == ["default"]
+
+
+# --- MULTIDB_INVALID_TOKEN --------------------------------------------------------
+
+
+def test_invalid_values_pin_by_time_by_default():
+    assert tokens.invalid_pin() is tokens.TIME_PIN
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_ignoring_invalid_tokens_has_no_effect_where_the_primary_has_no_positions():
+    """The legacy ``y`` is the only pin such a site can set."""
+    assert tokens.invalid_pin() is tokens.TIME_PIN
+
+
+@db
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_ignoring_invalid_tokens_the_legacy_cookie_still_pins_without_positions():
+    client = Client()
+    client.cookies[COOKIE] = "y"
+
+    assert client.get("/read/").json()["dbs"] == ["default"] * 3
+
+
+def test_pin_for_gives_the_callers_answer_for_an_invalid_value():
+    for value in ("y", "garbage", "x" * 300):
+        assert tokens.pin_for(value, tokens.NO_PIN) is tokens.NO_PIN
+
+
+def test_a_signed_time_token_pins_by_time_until_it_expires():
+    expired = _SignedInThePast(salt=tokens.SALT).sign("default:")
+
+    assert tokens.pin_for(tokens.sign_time(), tokens.NO_PIN) is tokens.TIME_PIN
+    assert tokens.pin_for(expired, tokens.NO_PIN) is tokens.NO_PIN

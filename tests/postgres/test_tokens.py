@@ -32,7 +32,7 @@ from multidb.middleware import pinning_cookie
 from multidb.pinning import begin_request, end_request, unpin_this_thread
 from multidb.positions import format_lsn, parse_lsn
 from tests.app.models import Item
-from tests.cluster import Cluster
+from tests.cluster import Cluster, free_ports
 from tests.postgres.conftest import Faults
 from tests.postgres.views import _lookup
 
@@ -932,3 +932,177 @@ def test_a_value_signed_with_our_key_but_no_timestamp_pins_by_time():
     value = signing.Signer(salt=tokens.SALT).sign("default:16B374D848")
 
     assert tokens.pin_for(value) is True
+
+
+# --- MULTIDB_INVALID_TOKEN = "ignore": a client cannot pin itself -----------------
+
+
+#: Values we did not sign as they are (a token for another alias is ours: it
+#: pins by time, for ``MULTIDB_PINNING_SECONDS`` at most).
+UNSIGNED = {
+    **{name: make for name, make in BAD_TOKENS.items() if name != "another-alias"},
+    "legacy-y": lambda c: "y",
+}
+
+
+@pytest.mark.parametrize("make", UNSIGNED.values(), ids=UNSIGNED.keys())
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_ignoring_invalid_tokens_an_invalid_cookie_reads_replicas(pg_cluster, make):
+    Item.objects.create(name="replicated")
+    pg_cluster.wait_caught_up()
+    value = make(pg_cluster)
+
+    answers = [find(client_with(value), "replicated") for _ in range(4)]
+
+    assert tokens.pin_for(value, tokens.invalid_pin()) is False
+    assert {(a["found"], a["port"] in REPLICA_PORTS) for a in answers} == {(True, True)}
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore", MULTIDB_PINNING_HEADER="X-Pin")
+def test_ignoring_invalid_tokens_an_invalid_header_reads_replicas_too(pg_cluster):
+    Item.objects.create(name="replicated")
+    pg_cluster.wait_caught_up()
+
+    answer = find(Client(), "replicated", HTTP_X_PIN="forged")
+
+    assert (answer["found"], answer["port"] in REPLICA_PORTS) == (True, True)
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_ignoring_invalid_tokens_a_valid_token_still_reads_its_write(faults):
+    pause_both(faults)
+    response = Client().post("/create/", {"name": "mine"})
+
+    answer = find(client_with(cookie_token(response)), "mine")
+
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_ignoring_invalid_tokens_a_signed_time_pin_still_pins_until_it_expires(
+    pg_cluster,
+):
+    Item.objects.create(name="replicated")
+    pg_cluster.wait_caught_up()
+    fresh = tokens.sign_time()
+    expired = _SignedInThePast(salt=tokens.SALT).sign("default:")
+
+    assert find(client_with(fresh), "replicated")["port"] == PRIMARY
+    assert find(client_with(expired), "replicated")["port"] in REPLICA_PORTS
+
+
+# --- what an anonymous client can cost the primary: nothing ---------------------
+
+
+def unsafe_requests_that_touch_no_database(client: Client) -> list[Any]:
+    """A POST to a missing URL, and a form that fails validation."""
+    return [client.post("/no-such-page/"), client.post("/validate/", {})]
+
+
+def test_100_posts_that_touch_no_database_make_no_query_on_the_primary():
+    with Queries() as queries:
+        responses = [
+            response
+            for _ in range(50)
+            for response in unsafe_requests_that_touch_no_database(Client())
+        ]
+
+    assert len(responses) == 100
+    assert {response.status_code for response in responses} == {404, 400}
+    assert queries.sql["default"] == []
+    # Pinned by time, as django-multidb-router pinned every POST.
+    assert {tokens.pin_for(cookie_token(response)) for response in responses} == {True}
+
+
+@override_settings(
+    MIDDLEWARE=[*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"]
+)
+def test_a_post_that_fails_the_csrf_check_makes_no_query_on_the_primary():
+    client = Client(enforce_csrf_checks=True)
+
+    with Queries() as queries:
+        responses = [client.post("/create/", {"name": "forged"}) for _ in range(10)]
+
+    assert {response.status_code for response in responses} == {403}
+    assert queries.sql["default"] == []
+    assert not Item.objects.filter(name="forged").exists()
+
+
+def test_a_post_that_touches_no_database_carries_the_incoming_token_forward(faults):
+    pause_both(faults)
+    token = cookie_token(Client().post("/create/", {"name": "mine"}))
+    client = client_with(token)
+
+    with Queries() as queries:
+        responses = unsafe_requests_that_touch_no_database(client)
+
+    assert queries.sql["default"] == []
+    assert [cookie_token(response) for response in responses] == [token, token]
+    answer = find(client, "mine")
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+@pytest.mark.parametrize("path", ["/raw-insert/", "/async-raw-insert/"])
+def test_a_write_the_router_never_saw_still_gets_a_token_that_reads_it(
+    faults, pg_cluster, path
+):
+    pause_both(faults)
+    before = primary_lsn(pg_cluster)
+
+    response = Client().post(path, {"name": "raw"})
+
+    position = tokens.pin_for(cookie_token(response))
+    assert type(position) is int and position > before
+    answer = find(client_with(cookie_token(response)), "raw")
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+@pytest.mark.asyncio
+async def test_under_asgi_a_post_that_touches_no_database_makes_no_query(
+    worker_connections,
+):
+    captured: list[str] = []
+
+    def capture() -> CaptureQueriesContext:
+        return CaptureQueriesContext(connections["default"]).__enter__()
+
+    context = await sync_to_async(capture)()
+    try:
+        response = await AsyncClient().post("/no-such-page/")
+    finally:
+        await sync_to_async(context.__exit__)(None, None, None)
+        captured = [query["sql"] for query in context.captured_queries]
+
+    assert response.status_code == 404
+    assert captured == []
+    assert tokens.pin_for(cookie_token(response)) is True
+
+
+def test_the_position_warning_is_logged_once_per_outage(caplog):
+    entry = connections.settings["default"]
+    (free_port,) = free_ports(1)  # nothing listens there
+    assert type(tokens.primary_position()) is int  # no outage before
+
+    def position_with_primary_port(port: Any) -> int | None:
+        saved = entry["PORT"]
+        entry["PORT"] = port
+        try:
+            return in_thread(tokens.primary_position)
+        finally:
+            entry["PORT"] = saved
+
+    with caplog.at_level("DEBUG", logger="multidb"):
+        failed = [position_with_primary_port(free_port) for _ in range(5)]
+        recovered = tokens.primary_position()
+        failed_again = position_with_primary_port(free_port)
+
+    assert failed == [None] * 5
+    assert type(recovered) is int and failed_again is None
+    assert [
+        (r.levelname, r.getMessage()) for r in caplog.records if r.name == "multidb"
+    ] == [
+        ("WARNING", "could not read the primary's position"),
+        *[("DEBUG", "could not read the primary's position")] * 4,
+        ("INFO", "the primary's position can be read again"),
+        ("WARNING", "could not read the primary's position"),
+    ]

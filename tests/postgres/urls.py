@@ -37,3 +37,10 @@ urlpatterns += [
     path("find-non-atomic/", views.find_non_atomic),
     path("write-then-find/", views.write_then_find),
 ]
+
+# Hardening: what an anonymous client can cost (test_tokens.py).
+urlpatterns += [
+    path("validate/", views.validate_form),
+    path("raw-insert/", views.raw_insert),
+    path("async-raw-insert/", views.async_raw_insert),
+]

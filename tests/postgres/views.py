@@ -225,3 +225,36 @@ def write_then_find(request: HttpRequest) -> JsonResponse:
     """Create ``name``, then ``find`` it: the write pins the rest of the request."""
     Item.objects.create(name=request.GET["name"])
     return find(request)
+
+
+# --- requests that cost the primary nothing, and writes the router never sees --
+
+
+def validate_form(request: HttpRequest) -> JsonResponse:
+    """A form that fails validation: 400, without touching a database."""
+    from django import forms
+
+    class NameForm(forms.Form):
+        name = forms.CharField()
+
+    form = NameForm(request.POST)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors}, status=400)
+    return JsonResponse({"name": form.cleaned_data["name"]})
+
+
+def _raw_insert(name: str) -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("INSERT INTO app_item (name) VALUES (%s)", [name])
+
+
+def raw_insert(request: HttpRequest) -> JsonResponse:
+    """Insert ``name`` with raw SQL on the primary's connection: the router
+    never hears of it."""
+    _raw_insert(request.POST["name"])
+    return JsonResponse({"inserted": True})
+
+
+async def async_raw_insert(request: HttpRequest) -> JsonResponse:
+    await sync_to_async(_raw_insert)(request.POST["name"])
+    return JsonResponse({"inserted": True})
