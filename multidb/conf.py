@@ -118,6 +118,12 @@ class Settings:
         return _setting("MULTIDB_INVALID_TOKEN", "pin")
 
     @property
+    def ENCRYPT_TOKENS(self) -> bool:  # noqa: N802
+        """Encrypt the position in tokens (needs ``cryptography``), so that a
+        visitor cannot read the primary's write volume off them."""
+        return _setting("MULTIDB_ENCRYPT_TOKENS", False)
+
+    @property
     def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
         """Seconds between background probes; ``None`` turns health checks off.
 

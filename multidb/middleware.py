@@ -153,7 +153,11 @@ def _set_cookie(response: HttpResponseBase, value: str) -> None:
     response.set_cookie(
         conf.PINNING_COOKIE,
         value=value,
-        max_age=conf.PINNING_SECONDS if legacy else tokens.cookie_seconds(),
+        max_age=(
+            min(conf.PINNING_SECONDS, tokens.MAX_COOKIE_SECONDS)
+            if legacy
+            else tokens.cookie_seconds()
+        ),
         secure=conf.PINNING_COOKIE_SECURE,
         httponly=conf.PINNING_COOKIE_HTTPONLY,
         samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]

@@ -10,13 +10,18 @@ exactly as django-multidb-router 0.11 did, so nothing is less safe than it.
 from __future__ import annotations
 
 import asyncio
+import binascii
+import functools
 import logging
 import math
+import os
 from typing import Any, Final
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core import signing
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils.crypto import salted_hmac
 
 from . import health, replicas
 from .conf import DEFAULT_DB_ALIAS, conf
@@ -37,15 +42,62 @@ LEGACY_VALUE: Final = "y"
 #: Longer values are not even looked at: they pin by time.
 MAX_TOKEN_LENGTH: Final = 256
 
+#: Browsers cap a cookie's lifetime at 400 days (and Python's dates end in
+#: the year 9999): no cookie asks for longer.
+MAX_COOKIE_SECONDS: Final = 400 * 24 * 3600
+
 #: What an incoming value means: no pin, or a pin for ``PINNING_SECONDS``.
 NO_PIN: Final = False
 TIME_PIN: Final = True
 
 
+#: Starts the payload of a token whose position is encrypted.
+SEALED: Final = "~"
+
+
 def sign(position: int, alias: str = DEFAULT_DB_ALIAS) -> str:
-    """A token for ``position`` on ``alias``, signed with ``SECRET_KEY``."""
+    """A token for ``position`` on ``alias``, signed with ``SECRET_KEY``;
+    with ``MULTIDB_ENCRYPT_TOKENS``, the position is encrypted too."""
     # Plain hex, not PostgreSQL's "X/Y": a "/" would make the cookie quoted.
-    return signing.TimestampSigner(salt=SALT).sign(f"{alias}:{position:X}")
+    payload = f"{alias}:{position:X}"
+    if conf.ENCRYPT_TOKENS:
+        payload = _seal(payload)
+    return signing.TimestampSigner(salt=SALT).sign(payload)
+
+
+@functools.lru_cache(maxsize=8)
+def _cipher(secret: str) -> Any:
+    """AES-256-GCM, keyed from ``secret`` for tokens alone."""
+    # Imported here: cryptography is an optional extra, needed only for this.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = salted_hmac(SALT + ".encrypt", "", secret=secret, algorithm="sha256")
+    return AESGCM(key.digest())
+
+
+def _seal(payload: str) -> str:
+    """``payload`` encrypted with a random nonce, so that two tokens for one
+    position differ and none shows how far apart two positions are."""
+    nonce = os.urandom(12)
+    sealed = _cipher(settings.SECRET_KEY).encrypt(nonce, payload.encode(), None)
+    return SEALED + signing.b64_encode(nonce + sealed).decode()
+
+
+def _unseal(text: str) -> str:
+    """The payload of a sealed token; ``ValueError`` if it does not open
+    with ``SECRET_KEY`` or a fallback (or cryptography is not installed)."""
+    try:
+        from cryptography.exceptions import InvalidTag
+
+        data = signing.b64_decode(text[len(SEALED) :].encode())
+    except (ImportError, ValueError, binascii.Error) as error:
+        raise ValueError(f"not a sealed token: {error}") from error
+    for secret in (settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS):
+        try:
+            return str(_cipher(secret).decrypt(data[:12], data[12:], None).decode())
+        except (InvalidTag, ValueError):  # another key's, or garbage
+            continue
+    raise ValueError("not a sealed token: no key opens it")
 
 
 def sign_time(alias: str = DEFAULT_DB_ALIAS) -> str:
@@ -80,6 +132,12 @@ def pin_for(value: str, invalid: bool = TIME_PIN) -> bool | int:
         # signer without a timestamp.
         logger.debug("pin token ignored: bad signature")
         return invalid
+    if raw.startswith(SEALED):
+        try:
+            raw = _unseal(raw)
+        except ValueError:
+            logger.debug("pin token ignored: it does not decrypt")
+            return invalid
     alias, _, lsn = raw.rpartition(":")
     if alias != DEFAULT_DB_ALIAS or not lsn or not has_positions():
         logger.debug("pin token for %r: pinning by time", alias)
@@ -118,12 +176,15 @@ def cookie_seconds() -> int:
     write.  Without a lag limit or without probes no lifetime is enough;
     ``multidb.W006`` says so, and the time rule applies.
     """
-    seconds = conf.PINNING_SECONDS
+    seconds = min(conf.PINNING_SECONDS, MAX_COOKIE_SECONDS)
     max_lag, interval = conf.REPLICA_MAX_LAG, conf.HEALTH_CHECK_INTERVAL
     if max_lag is None or interval is None:
         return seconds
     probe_round = interval + 2 * conf.HEALTH_CHECK_TIMEOUT
-    return max(seconds, math.ceil(max_lag + probe_round))
+    try:
+        return max(seconds, min(math.ceil(max_lag + probe_round), MAX_COOKIE_SECONDS))
+    except (OverflowError, ValueError):  # infinite or NaN: multidb.E003 says so
+        return MAX_COOKIE_SECONDS
 
 
 def _parse_hex(text: str) -> int:

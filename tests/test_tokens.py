@@ -468,3 +468,25 @@ def test_a_signed_time_token_pins_by_time_until_it_expires():
 
     assert tokens.pin_for(tokens.sign_time(), tokens.NO_PIN) is tokens.TIME_PIN
     assert tokens.pin_for(expired, tokens.NO_PIN) is tokens.NO_PIN
+
+
+# --- cookie lifetimes stay within what browsers and dates allow ---------------------
+
+
+@db
+@override_settings(MULTIDB_PINNING_SECONDS=10**12)
+def test_a_huge_pinning_seconds_gives_a_400_day_cookie_not_an_error():
+    response = Client().post("/write-then-read/")
+
+    assert response.status_code == 200
+    assert response.cookies[COOKIE]["max-age"] == tokens.MAX_COOKIE_SECONDS
+
+
+@pytest.mark.parametrize("max_lag", [10**12, float("inf"), float("nan")])
+def test_the_token_cookie_lifetime_is_at_most_400_days_whatever_the_lag_limit(
+    max_lag,
+):
+    with override_settings(
+        MULTIDB_REPLICA_MAX_LAG=max_lag, MULTIDB_HEALTH_CHECK_INTERVAL=1
+    ):
+        assert tokens.cookie_seconds() == tokens.MAX_COOKIE_SECONDS

@@ -1106,3 +1106,56 @@ def test_the_position_warning_is_logged_once_per_outage(caplog):
         ("INFO", "the primary's position can be read again"),
         ("WARNING", "could not read the primary's position"),
     ]
+
+
+# --- MULTIDB_ENCRYPT_TOKENS: the cookie does not show the position ----------------
+
+
+@override_settings(MULTIDB_ENCRYPT_TOKENS=True)
+def test_an_encrypted_token_hides_the_position_and_still_reads_its_write(
+    faults, pg_cluster
+):
+    pause_both(faults)
+    before = primary_lsn(pg_cluster)
+
+    token = cookie_token(Client().post("/create/", {"name": "sealed"}))
+
+    position = tokens.pin_for(token)
+    assert type(position) is int and position > before
+    payload = token.rsplit(":", 2)[0]
+    assert payload.startswith(tokens.SEALED)
+    assert f"{position:X}" not in token and "default" not in token
+    # Two tokens for one position differ: nothing to compare between them.
+    assert tokens.sign(position) != tokens.sign(position)
+    answer = find(client_with(token), "sealed")
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+
+
+def test_a_tampered_encrypted_token_is_invalid():
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=True):
+        payload = signing.TimestampSigner(salt=tokens.SALT).unsign(tokens.sign(4096))
+    flipped = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+    signer = signing.TimestampSigner(salt=tokens.SALT)
+
+    for forged in (flipped, tokens.SEALED, tokens.SEALED + "!!", payload[:20]):
+        assert tokens.pin_for(signer.sign(forged)) is tokens.TIME_PIN
+        assert tokens.pin_for(signer.sign(forged), tokens.NO_PIN) is tokens.NO_PIN
+
+
+def test_encrypted_tokens_open_after_the_secret_key_is_rotated():
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=True, SECRET_KEY="old" * 20):
+        token = tokens.sign(0x16B374D848)
+
+    with override_settings(SECRET_KEY="new" * 20, SECRET_KEY_FALLBACKS=["old" * 20]):
+        assert tokens.pin_for(token) == 0x16B374D848
+    with override_settings(SECRET_KEY="new" * 20):
+        assert tokens.pin_for(token) is tokens.TIME_PIN
+
+
+def test_turning_encryption_on_or_off_keeps_the_tokens_already_issued_valid():
+    plain = tokens.sign(0x1000)
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=True):
+        sealed = tokens.sign(0x2000)
+        assert tokens.pin_for(plain) == 0x1000
+
+    assert tokens.pin_for(sealed) == 0x2000
