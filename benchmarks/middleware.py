@@ -335,6 +335,7 @@ def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
     a real cluster in section 3.
     """
     from django.db import connections
+    from django.test import override_settings
 
     from multidb import tokens
 
@@ -347,14 +348,25 @@ def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
             cursor.execute("SELECT 1")
             cursor.fetchone()
 
-    return _time_calls(
+    plain = _time_calls(
         {
             "tokens.sign(position)": lambda: tokens.sign(0x16_B374_D848),
             "tokens.pin_for(token), next request": lambda: tokens.pin_for(token),
+            "tokens.sign_time(), a POST that sent no query": tokens.sign_time,
             "SELECT 1, SQLite in-memory": select_one,
         },
         rounds,
     )
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=True):
+        sealed_token = tokens.sign(0x16_B374_D848)
+        sealed = _time_calls(
+            {
+                "tokens.sign(position), encrypted": lambda: tokens.sign(0x16_B374_D848),
+                "tokens.pin_for(encrypted token)": lambda: tokens.pin_for(sealed_token),
+            },
+            rounds,
+        )
+    return {**plain, **sealed}
 
 
 def components(rounds: int) -> dict[str, dict[str, float]]:
