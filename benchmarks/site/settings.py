@@ -64,6 +64,9 @@ else:
     MIDDLEWARE = ["multidb.middleware.PinningRouterMiddleware"]
     MULTIDB_PINNING_MODE = _site["mode"]
     MULTIDB_HEALTH_CHECK_INTERVAL = float(_site["health_interval"])
+    # The fault benchmark's monitor reads each database's state off the
+    # health view, on loopback.
+    MULTIDB_HEALTH_DETAILS = "always"
     if "health_timeout" in _site:
         MULTIDB_HEALTH_CHECK_TIMEOUT = float(_site["health_timeout"])
     if "max_lag" in _site:
