@@ -10,6 +10,7 @@ next good probe.  Routing itself never waits for a probe.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -116,6 +117,14 @@ class _Connection:
             logger.debug(
                 "closing the probe connection to %s failed", self.wrapper.alias
             )
+
+    def abandon(self) -> None:
+        """In a child after ``fork``: close this process's copy of the socket,
+        and nothing else.  ``close()`` would tell the server to end the
+        session, which the parent goes on using."""
+        # Not connected, no socket (SQLite), or a driver without fileno().
+        with contextlib.suppress(Exception):
+            os.close(self.wrapper.connection.fileno())
 
 
 class Registry:
@@ -539,12 +548,24 @@ def replica_status() -> list[DatabaseStatus]:
     return [status for status in registry.statuses() if status.role == "replica"]
 
 
+#: Probe connections a child inherited from its parent, their sockets closed.
+#: Kept, never finalised: a driver's finaliser may end the parent's session
+#: (psycopg2 built without its fork check) or close a descriptor number this
+#: process has reused since (psycopg 3's checks the pid and does neither, but
+#: warns of a connection left open).
+_inherited: list[_Connection] = []
+
+
 def _after_fork_in_child() -> None:
     # Threads do not survive fork, and the parent's connections must not be
     # used by two processes: start over, lazily.
     global registry
     _worker.after_fork()
-    registry = Registry()
+    parents, registry = registry, Registry()
+    # No lock: the thread that may have held it did not survive fork.
+    for connection in list(parents._connections.values()):
+        connection.abandon()
+        _inherited.append(connection)
     replicas.after_fork()
 
 

@@ -618,6 +618,37 @@ def test_after_fork_the_child_starts_over_and_runs_a_prober_of_its_own(wait_unti
     assert (rotation_dropped, prober_before) == (True, None)
 
 
+@db
+def test_after_fork_the_child_keeps_the_parents_probe_connections_without_closing(
+    monkeypatch,
+):
+    """Closing would end the parent's sessions, and a finaliser might too:
+    the child keeps the objects (their sockets closed, when they have one;
+    tests/postgres/test_health.py shows that on real servers)."""
+    parent = health.registry
+    parent.probe(apply=False)
+    inherited = dict(parent._connections)
+    closed: list[str] = []
+    monkeypatch.setattr(
+        health._Connection, "close", lambda self: closed.append(self.wrapper.alias)
+    )
+    try:
+        health._after_fork_in_child()
+        child = health.registry
+    finally:
+        health.registry = parent  # this process is the parent, after all
+        kept = health._inherited[-len(inherited) :]
+        del health._inherited[-len(inherited) :]
+        monkeypatch.undo()
+    still_answering = by_alias(parent.probe(apply=False))
+
+    assert sorted(inherited) == ["default", *REPLICAS]
+    assert child._connections == {} and closed == []
+    assert kept == list(inherited.values())
+    assert parent._connections == inherited
+    assert {status.state for status in still_answering.values()} == {"ok"}
+
+
 # --- got_request_exception: a database error in a request --------------------
 
 MISSING = "SELECT * FROM multidb_no_such_table"
