@@ -4,6 +4,10 @@ The primary's "unreachable" path freezes the session primary (SIGSTOP): its
 clients then hang instead of failing, which is what a probe must survive,
 and a thaw puts it back exactly as it was.  Stopping it instead would break
 the replicas' streaming and every open connection of the session.
+
+The lag of a delayed replica is checked from a process of its own, as an
+operator runs the command: this session's prober has a history of the
+primary's positions that a fresh process lacks.
 """
 
 from __future__ import annotations
