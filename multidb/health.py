@@ -10,6 +10,7 @@ next good probe.  Routing itself never waits for a probe.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -62,7 +63,8 @@ class DatabaseStatus:
     is_replica: bool | None = None
     #: Bytes of WAL the replica has still to replay (None without positions).
     lag_bytes: int | None = None
-    #: Seconds since the replica was last caught up with the primary.
+    #: Seconds since the primary was at a position the replica has replayed
+    #: (0 when it has replayed the primary's newest; see ``Registry._lag``).
     lag_seconds: float | None = None
     #: The replica's replay position, or the primary's current position.
     replay_position: str | None = None
@@ -116,6 +118,14 @@ class _Connection:
             logger.debug(
                 "closing the probe connection to %s failed", self.wrapper.alias
             )
+
+    def abandon(self) -> None:
+        """In a child after ``fork``: close this process's copy of the socket,
+        and nothing else.  ``close()`` would tell the server to end the
+        session, which the parent goes on using."""
+        # Not connected, no socket (SQLite), or a driver without fileno().
+        with contextlib.suppress(Exception):
+            os.close(self.wrapper.connection.fileno())
 
 
 class Registry:
@@ -294,7 +304,12 @@ class Registry:
                 last_checked=checked,
                 reason="it is no longer in recovery: it was promoted",
             )  # fmt: skip
-        lag_bytes, lag_seconds = self._lag(result.replay_position, now)
+        replay_age = result.replay_age
+        if replay_age is not None:
+            # As of ``now``, which stays at the primary's last sample while
+            # it is out of sight: the replica falls no further behind then.
+            replay_age -= time.monotonic() - now
+        lag_bytes, lag_seconds = self._lag(result.replay_position, now, replay_age)
         reason = _lag_reason(lag_bytes, lag_seconds)
         return DatabaseStatus(
             alias, "replica", LAGGING if reason else OK, reachable=True,
@@ -303,16 +318,38 @@ class Registry:
             reason=reason,
         )  # fmt: skip
 
-    def _lag(self, replay: int | None, now: float) -> tuple[int | None, float | None]:
+    def _lag(
+        self, replay: int | None, now: float, replay_age: float | None = None
+    ) -> tuple[int | None, float | None]:
         """Bytes behind the newest primary position, and seconds since the
-        primary was at a position this replica has replayed."""
+        primary was at a position this replica has replayed.
+
+        A replica at or past the newest position is 0 behind, however long
+        the primary has been idle.  Otherwise the seconds come from the
+        primary positions this process has sampled (one a probe) when one of
+        them is at or below the replay position: exact to a probe interval.
+        A replica that has not even replayed the oldest sample (always so in
+        a fresh process, such as ``manage.py multidb_status``) is behind by at
+        least the age of that sample, a lower bound that can be ~0; then the
+        figure is ``replay_age`` (as of ``now``), the time since the last
+        transaction it replayed was committed on the primary: an upper bound,
+        never an under-report (but right after the primary's first write in
+        a long idle spell, it counts the idle spell until the replica replays
+        that write).  Without ``replay_age``, the lower bound it is.
+        """
         if replay is None or not self._history:
             return None, None
         newest_time, newest = self._history[-1]
         if replay >= newest:
             return 0, 0.0
-        caught_up_at = self._history[0][0]
-        for sampled_at, position in reversed(self._history):
+        oldest_time, oldest = self._history[0]
+        if replay < oldest:
+            at_least = now - oldest_time
+            seconds = at_least if replay_age is None else max(at_least, replay_age)
+            return newest - replay, round(seconds, 3)
+        caught_up_at = oldest_time
+        # The oldest sample is at or below the replay position: this breaks.
+        for sampled_at, position in reversed(self._history):  # pragma: no branch
             if position <= replay:
                 caught_up_at = sampled_at
                 break
@@ -575,12 +612,24 @@ def replica_status() -> list[DatabaseStatus]:
     return [status for status in registry.statuses() if status.role == "replica"]
 
 
+#: Probe connections a child inherited from its parent, their sockets closed.
+#: Kept, never finalised: a driver's finaliser may end the parent's session
+#: (psycopg2 built without its fork check) or close a descriptor number this
+#: process has reused since (psycopg 3's checks the pid and does neither, but
+#: warns of a connection left open).
+_inherited: list[_Connection] = []
+
+
 def _after_fork_in_child() -> None:
     # Threads do not survive fork, and the parent's connections must not be
     # used by two processes: start over, lazily.
     global registry
     _worker.after_fork()
-    registry = Registry()
+    parents, registry = registry, Registry()
+    # No lock: the thread that may have held it did not survive fork.
+    for connection in list(parents._connections.values()):
+        connection.abandon()
+        _inherited.append(connection)
     replicas.after_fork()
 
 

@@ -16,6 +16,12 @@ class ReplicaState(NamedTuple):
     is_replica: bool
     #: How far the replica has replayed the primary's writes, if known.
     replay_position: int | None
+    #: Seconds since the last transaction the replica replayed was committed
+    #: on the primary, by the replica's clock; None if unknown (none replayed
+    #: since the replica started, or a vendor without it).  An idle primary
+    #: makes it grow, so it only says something about a replica that is
+    #: behind.
+    replay_age: float | None = None
 
 
 class Adapter(Protocol):
@@ -81,11 +87,19 @@ class PostgreSQL:
         return record_end(parse_lsn(lsn), segment_offset)
 
     def replica_state(self, cursor: Any) -> ReplicaState:
-        cursor.execute("SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text")
-        in_recovery, replay = cursor.fetchone()
+        cursor.execute(
+            "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,"
+            " EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp())"
+        )
+        in_recovery, replay, age = cursor.fetchone()
         if not in_recovery:
             return ReplicaState(False, None)
-        return ReplicaState(True, parse_lsn(replay) if replay else None)
+        return ReplicaState(
+            True,
+            parse_lsn(replay) if replay else None,
+            # numeric (a Decimal) since PostgreSQL 14, double precision before.
+            None if age is None else float(age),
+        )
 
 
 class ReachabilityOnly:

@@ -248,6 +248,30 @@ def test_a_replica_behind_all_the_history_is_lagging_since_the_oldest_sample(his
     assert history._lag(999, now=45.0) == (2001, 35.0)
 
 
+def test_a_replica_behind_all_the_history_lags_by_the_age_of_its_last_replayed_commit(
+    history,
+):
+    """A fresh process (manage.py multidb_status) has one sample, which the
+    replica has not replayed: its age is a lower bound of ~0, the age of the
+    last transaction the replica replayed an upper bound."""
+    assert history._lag(999, now=45.0, replay_age=50.0) == (2001, 50.0)
+
+
+def test_a_replay_age_under_the_historys_lower_bound_gives_way_to_it(history):
+    # Clocks of the primary and the replica apart, or an older measurement.
+    assert history._lag(999, now=45.0, replay_age=3.0) == (2001, 35.0)
+
+
+@pytest.mark.parametrize(("replay", "lag"), [(3000, (0, 0.0)), (2500, (500, 25.0))])
+def test_the_replay_age_counts_only_for_a_replica_behind_all_the_history(
+    history, replay, lag
+):
+    """An idle primary makes the age of the last replayed commit grow: a replica
+    at the newest position is 0 behind, and a sampled position it has
+    replayed gives the figure to a probe interval."""
+    assert history._lag(replay, now=45.0, replay_age=500.0) == lag
+
+
 def test_lag_is_unknown_without_a_replay_position_or_a_primary_position(history):
     assert history._lag(None, now=45.0) == (None, None)
     assert health.Registry()._lag(1000, now=45.0) == (None, None)
@@ -308,6 +332,39 @@ def test_while_the_primary_is_down_a_replica_falls_no_further_behind(
             "ok", 1, 10.0,
         )  # fmt: skip
     else:  # the primary in sight: 25 s and counting, over the 15 s limit
+        assert replica.state == "lagging" and replica.lag_seconds >= 25
+
+
+@override_settings(MULTIDB_REPLICA_MAX_LAG=15, MULTIDB_REPLICA_MAX_LAG_BYTES=None)
+@pytest.mark.parametrize("primary", ["down", "up"])
+def test_while_the_primary_is_down_the_age_of_a_replicas_last_commit_stops_counting(
+    monkeypatch, primary
+):
+    """As above, for replicas behind all the history, whose lag is the age of
+    the last transaction they replayed: their clock runs on while the
+    primary is out of sight, their lag does not."""
+    registry = health.Registry()
+    start = health.time.monotonic()
+    registry._history.extend([(start - 25, 2000), (start - 15, 3000)])
+
+    def run(aliases, role, timeout):
+        if role == "primary":
+            return {
+                "default": 3000
+                if primary == "up"
+                else OperationalError("connection refused")
+            }
+        # Their last replayed commit is 28 s old: 13 s when the primary was
+        # last seen.
+        return {alias: ReplicaState(True, 1999, 28.0) for alias in aliases}
+
+    monkeypatch.setattr(registry, "_run", run)
+    replica = by_alias(registry.probe(apply=False))["replica1"]
+
+    assert replica.lag_bytes == 1001
+    if primary == "down":
+        assert replica.state == "ok" and 10 <= replica.lag_seconds <= 13
+    else:
         assert replica.state == "lagging" and replica.lag_seconds >= 25
 
 
@@ -664,6 +721,37 @@ def test_after_fork_the_child_starts_over_and_runs_a_prober_of_its_own(wait_unti
     assert by_alias(parent.statuses())["replica1"].state == "down"
     assert health._worker._wake is not parent_wake
     assert (rotation_dropped, prober_before) == (True, None)
+
+
+@db
+def test_after_fork_the_child_keeps_the_parents_probe_connections_without_closing(
+    monkeypatch,
+):
+    """Closing would end the parent's sessions, and a finaliser might too:
+    the child keeps the objects (their sockets closed, when they have one;
+    tests/postgres/test_health.py shows that on real servers)."""
+    parent = health.registry
+    parent.probe(apply=False)
+    inherited = dict(parent._connections)
+    closed: list[str] = []
+    monkeypatch.setattr(
+        health._Connection, "close", lambda self: closed.append(self.wrapper.alias)
+    )
+    try:
+        health._after_fork_in_child()
+        child = health.registry
+    finally:
+        health.registry = parent  # this process is the parent, after all
+        kept = health._inherited[-len(inherited) :]
+        del health._inherited[-len(inherited) :]
+        monkeypatch.undo()
+    still_answering = by_alias(parent.probe(apply=False))
+
+    assert sorted(inherited) == ["default", *REPLICAS]
+    assert child._connections == {} and closed == []
+    assert kept == list(inherited.values())
+    assert parent._connections == inherited
+    assert {status.state for status in still_answering.values()} == {"ok"}
 
 
 # --- got_request_exception: a database error in a request --------------------

@@ -10,6 +10,8 @@ and each read reports the port of the server that answered it
 from __future__ import annotations
 
 import dataclasses
+import errno
+import gc
 import logging
 import os
 import re
@@ -498,3 +500,53 @@ def test_a_forked_worker_probes_with_a_thread_and_connections_of_its_own(
         _, status = os.waitpid(pid, 0)
     assert reported == b"\x00"
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def select_1(cursor) -> tuple[int]:
+    cursor.execute("SELECT 1")
+    return cursor.fetchone()
+
+
+def test_a_forked_child_closes_its_copies_of_the_probe_sockets_and_the_parent_probes_on(
+    pg_cluster,
+):
+    """gunicorn --preload: each worker closes the probe sockets it inherited
+    (no leaked descriptors) without a word to the servers, whose sessions
+    the master goes on probing over."""
+    probe()
+    probes = dict(health.registry._connections)
+    drivers = {alias: kept.wrapper.connection for alias, kept in probes.items()}
+    fds = [driver.fileno() for driver in drivers.values()]
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            gc.collect()  # nothing inherited may end the parent's sessions
+
+            def closed(fd: int) -> bool:
+                try:
+                    os.fstat(fd)
+                except OSError as error:
+                    return error.errno == errno.EBADF
+                return False
+
+            code = 0 if all(closed(fd) for fd in fds) else 2
+        finally:
+            os.write(write_end, bytes([code]))
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = pipe.read(1)
+    _, status = os.waitpid(pid, 0)
+    # Over the very connections the child had: a session the child had ended
+    # would fail here (the server reads its messages in order).
+    answers = {alias: kept.run(select_1) for alias, kept in probes.items()}
+    statuses = probe()
+
+    assert sorted(probes) == ["default", *REPLICAS]
+    assert (reported, os.waitstatus_to_exitcode(status)) == (b"\x00", 0)
+    assert answers == dict.fromkeys(probes, (1,))
+    assert {alias: kept.wrapper.connection for alias, kept in probes.items()} == drivers
+    assert health.registry._connections == probes
+    assert {s.state for s in statuses.values()} == {"ok"}

@@ -4,24 +4,37 @@ The primary's "unreachable" path freezes the session primary (SIGSTOP): its
 clients then hang instead of failing, which is what a probe must survive,
 and a thaw puts it back exactly as it was.  Stopping it instead would break
 the replicas' streaming and every open connection of the session.
+
+The lag of a delayed replica is checked from a process of its own, as an
+operator runs the command: this session's prober has a history of the
+primary's positions that a fresh process lacks.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from io import StringIO
+from pathlib import Path
 
+import psycopg
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import Client, override_settings
 
 from multidb import health, replicas
 from multidb.positions import parse_lsn
+from tests.cluster import Cluster
+from tests.postgres.conftest import node_of
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -30,6 +43,9 @@ FIELDS = {
     "alias", "role", "state", "reachable", "is_replica", "lag_bytes",
     "lag_seconds", "replay_position", "last_checked", "reason", "usable",
 }  # fmt: skip
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def status(*args: str) -> str:
@@ -111,6 +127,104 @@ def test_multidb_status_leaves_this_process_rotation_alone(faults):
     status()
 
     assert replicas.rotation().usable == {"replica1", "replica2"}
+
+
+#: How late replica1 applies WAL in the fresh-process tests, and the lag limit
+#: their command runs with: far apart, so that neither the delayed replica nor
+#: the one that keeps up comes near the limit by a scheduling hiccup.
+DELAY = 10.0
+MAX_LAG = DELAY / 2
+
+
+@pytest.fixture
+def replica1_delayed(pg_cluster: Cluster) -> Iterator[None]:
+    """replica1 applies WAL ``DELAY`` seconds late, while the primary commits
+    every 0.1 s; ready once replica1 replays commits made under the delay,
+    so it is ``DELAY`` behind and no longer merely as far behind as the
+    delay is old."""
+    node = node_of(pg_cluster, "replica1")
+    stop = threading.Event()
+
+    def commit() -> None:
+        with psycopg.connect(pg_cluster.primary.dsn(), autocommit=True) as conn:
+            while not stop.wait(0.1):
+                conn.execute("SELECT txid_current()")  # a commit record
+
+    writer = threading.Thread(target=commit, name="status-test-writer", daemon=True)
+    try:
+        pg_cluster.set_apply_delay(node, int(DELAY * 1000))
+        delayed_since = pg_cluster.primary.scalar("SELECT clock_timestamp()")
+        writer.start()
+        deadline = time.monotonic() + DELAY + 30
+        while not node.scalar(
+            "SELECT coalesce(pg_last_xact_replay_timestamp() > %s, false)",
+            [delayed_since],
+        ):
+            assert writer.is_alive(), "the writer stopped"
+            assert time.monotonic() < deadline, "replica1 replays nothing delayed"
+            time.sleep(0.25)
+        yield
+    finally:
+        stop.set()
+        if writer.ident is not None:
+            writer.join(10)
+        pg_cluster.set_apply_delay(node, 0)
+
+
+def status_in_a_fresh_process(
+    directory: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py multidb_status`` in a process of its own, against the
+    session's cluster, with ``MULTIDB_REPLICA_MAX_LAG = MAX_LAG``."""
+    (directory / "status_settings.py").write_text(
+        "from tests.postgres.settings import *  # noqa: F403\n"
+        f"MULTIDB_REPLICA_MAX_LAG = {MAX_LAG!r}\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "django", "multidb_status", *args],
+        cwd=directory,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
+            "DJANGO_SETTINGS_MODULE": "status_settings",
+            # The settings module then describes the session's cluster.
+            "MULTIDB_TEST_PG_PORTS": ",".join(map(str, settings.PG_PORTS)),
+            "MULTIDB_TEST_PG_DIR": settings.PG_BASE_DIR,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_multidb_status_in_a_fresh_process_reports_a_delayed_replica_at_its_delay(
+    replica1_delayed, tmp_path
+):
+    run = status_in_a_fresh_process(tmp_path, "--json")
+
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = {entry["alias"]: entry for entry in json.loads(run.stdout)}
+    delayed, keeping_up = data["replica1"], data["replica2"]
+    assert delayed["lag_seconds"] >= DELAY * 0.8 and delayed["lag_bytes"] > 0
+    assert (delayed["state"], delayed["reason"]) == (
+        "lagging",
+        f"{delayed['lag_seconds']:g}s behind the primary (limit {MAX_LAG:g}s)",
+    )
+    assert keeping_up["state"] == "ok" and keeping_up["lag_seconds"] < MAX_LAG
+
+
+def test_multidb_status_strict_in_a_fresh_process_fails_on_a_replica_past_the_lag_limit(
+    replica1_delayed, tmp_path
+):
+    run = status_in_a_fresh_process(tmp_path, "--strict")
+
+    assert run.returncode == 1, run.stdout
+    assert "CommandError: Unusable replicas: replica1. " in run.stderr
+    assert [row[:3] for row in rows(run.stdout)[1:]] == [
+        ["default", "primary", "ok"],
+        ["replica1", "replica", "lagging"],
+        ["replica2", "replica", "ok"],
+    ]
 
 
 @override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=0.5)
