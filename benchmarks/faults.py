@@ -174,8 +174,8 @@ class Sample:
     #: Whether the user's last write was there (None: never wrote, or failed).
     visible: bool | None
     #: The live pin cookie the request carried: ``"token"`` (a position),
-    #: ``"time"`` (``y``: a time pin, e.g. after a write whose position could
-    #: not be read), or None.
+    #: ``"time"`` (a time pin, e.g. after a write whose position could not be
+    #: read), or None.
     pin: str | None
     error: str | None
 
@@ -190,6 +190,12 @@ class Sample:
     @property
     def latency(self) -> float:
         return self.end - self.start
+
+
+def _time_pin(cookie: str) -> bool:
+    """Whether a pin cookie pins by time: the legacy ``y``, or a signed token
+    without a position (``tokens.sign_time()``: the payload ``default:``)."""
+    return cookie == "y" or cookie.startswith("default::")
 
 
 async def _send(
@@ -210,7 +216,7 @@ async def _send(
     # judges expiry in whole seconds: drop expired cookies first, precisely.
     cookies.clear_expired_cookies()
     cookie = cookies.live(PIN_COOKIE)
-    pin = None if cookie is None else "time" if cookie == "y" else "token"
+    pin = None if cookie is None else "time" if _time_pin(cookie) else "token"
     start = time.monotonic()
     status = port = claim = error = None
     body: dict[str, Any] | None = None
