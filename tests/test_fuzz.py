@@ -658,3 +658,22 @@ def test_wsgi_requests_to_an_async_view_leave_nothing_in_the_worker_context():
 
 def is_replica_read(body: dict[str, Any]) -> bool:
     return len(set(body["dbs"])) == 1 and body["dbs"][0] in REPLICAS
+
+
+@fuzz_settings(500)
+@given(
+    payload=st.text(st.characters(exclude_categories=["Cs"]), max_size=120)
+    | st.binary(max_size=90).map(lambda b: signing.b64_encode(b).decode()),
+    invalid=st.sampled_from([TIME, NONE]),
+)
+@example(payload="", invalid=TIME)
+@example(payload="AAAA", invalid=NONE)
+@override_settings(MULTIDB_ENCRYPT_TOKENS=True)
+def test_a_signed_sealed_payload_that_does_not_decrypt_is_invalid_never_an_error(
+    payload, invalid
+):
+    """What someone who knew the signing key but not the cipher's could send:
+    a validly signed value in the sealed shape."""
+    signed = signing.TimestampSigner(salt=tokens.SALT).sign(tokens.SEALED + payload)
+
+    assert tokens.pin_for(signed, invalid) is invalid
