@@ -667,6 +667,7 @@ def is_replica_read(body: dict[str, Any]) -> bool:
     invalid=st.sampled_from([TIME, NONE]),
 )
 @example(payload="", invalid=TIME)
+@example(payload="A", invalid=TIME)  # not base64: one character too many
 @example(payload="AAAA", invalid=NONE)
 @override_settings(MULTIDB_ENCRYPT_TOKENS=True)
 def test_a_signed_sealed_payload_that_does_not_decrypt_is_invalid_never_an_error(

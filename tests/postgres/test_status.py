@@ -341,13 +341,15 @@ def test_an_anonymous_client_sees_no_host_port_role_position_or_error(
 # user reads of a logged-in request do not wait on its pool.
 @override_settings(MULTIDB_HEALTH_DETAILS="staff", MULTIDB_HEALTH_CHECK_INTERVAL=60)
 def test_a_staff_user_sees_the_details_that_name_the_failure(
-    replica2_as_a_missing_role, caplog
+    replica2_as_a_missing_role, caplog, pg_cluster
 ):
     from django.contrib.auth.models import User
 
     health.registry.probe()
     client = Client()
     client.force_login(User.objects.create_user("ops", is_staff=True))
+    # The request reads its session and user from replica1.
+    pg_cluster.wait_caught_up()
 
     body = client.get("/health/db/").json()
 
