@@ -6,18 +6,21 @@ all and is registered by ``multidb.apps.MultiDBConfig.ready()``.
 
 from __future__ import annotations
 
+import difflib
+import math
 import warnings
 from collections.abc import Iterable, Sequence
+from http.cookies import CookieError, Morsel
 from typing import Any
 
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULT_DB_ALIAS, conf, replica_weights
+from .conf import DEFAULT_DB_ALIAS, Settings, conf, replica_weights
 from .positions import adapter
 from .replicas import smooth_sequence
 
@@ -31,6 +34,15 @@ WRITING_MIDDLEWARE = (
 
 _SAMESITE_VALUES = {"lax", "strict", "none"}
 
+#: Browsers cap a cookie's lifetime at 400 days (RFC 6265bis); far beyond it,
+#: ``set_cookie()`` cannot even compute the expiry date.
+MAX_COOKIE_SECONDS = 400 * 24 * 60 * 60
+
+#: Settings the package reads that are not properties of ``conf.Settings``.
+#: Read here with ``getattr`` so that the checks do not depend on the
+#: properties being there; once they are, listing them again is harmless.
+_OTHER_SETTINGS = frozenset({"MULTIDB_INVALID_TOKEN", "MULTIDB_HEALTH_DETAILS"})
+
 
 def check_settings(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
@@ -41,6 +53,7 @@ def check_settings(
         *check_health_settings(),
         *check_read_your_writes(),
         *check_router_and_middleware(),
+        *check_unknown_settings(),
     ]
 
 
@@ -75,7 +88,20 @@ def check_replica_databases() -> list[CheckMessage]:
         ]
     messages: list[CheckMessage] = []
     for alias in weights:
-        if alias not in settings.DATABASES:
+        if alias == DEFAULT_DB_ALIAS:
+            messages.append(
+                Error(
+                    f"REPLICA_DATABASES lists {DEFAULT_DB_ALIAS!r}, the primary: "
+                    "reads would alternate between the primary and the "
+                    "replicas, and multidb_status would leave it out.",
+                    hint=f"Remove {DEFAULT_DB_ALIAS!r} from REPLICA_DATABASES. "
+                    "For the primary to take a share of reads, add a second "
+                    "DATABASES alias with its settings (and TEST "
+                    f'{{"MIRROR": "{DEFAULT_DB_ALIAS}"}}) and list that one.',
+                    id="multidb.E009",
+                )
+            )
+        elif alias not in settings.DATABASES:
             messages.append(
                 Error(
                     f"REPLICA_DATABASES names {alias!r}, which is not in DATABASES.",
@@ -84,7 +110,7 @@ def check_replica_databases() -> list[CheckMessage]:
                     id="multidb.E001",
                 )
             )
-        elif alias != DEFAULT_DB_ALIAS and not _test_mirror(alias):
+        elif not _test_mirror(alias):
             messages.append(
                 CheckWarning(
                     f"Replica {alias!r} is not a test mirror: under the test "
@@ -102,52 +128,141 @@ def _test_mirror(alias: str) -> Any:
     return test_settings.get("MIRROR")
 
 
+def _bad_value(name: str, value: Any, expected: str, default: Any) -> Error:
+    return Error(
+        f"{name} must be {expected}, not {value!r}.",
+        hint=f"Set {name} to {expected}, or remove it for the default, {default!r}.",
+        id="multidb.E003",
+    )
+
+
+def _legal_cookie_name(name: str) -> bool:
+    # Django's set_cookie() stores the cookie with Morsel.set(), which raises
+    # CookieError for an illegal or reserved name.
+    try:
+        Morsel[str]().set(name, "", "")
+    except CookieError:
+        return False
+    return True
+
+
+def _whole_seconds(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def check_pinning_settings() -> list[CheckMessage]:
-    problems = []
+    messages: list[CheckMessage] = []
     cookie = getattr(settings, "MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
     if not isinstance(cookie, str) or not cookie:
-        problems.append(
-            f"MULTIDB_PINNING_COOKIE must be a non-empty string, not {cookie!r}."
+        messages.append(
+            _bad_value(
+                "MULTIDB_PINNING_COOKIE",
+                cookie,
+                "a non-empty string",
+                "multidb_pin_writes",
+            )
+        )
+    elif not _legal_cookie_name(cookie):
+        messages.append(
+            Error(
+                f"MULTIDB_PINNING_COOKIE is {cookie!r}, which is not a legal "
+                "cookie name: every response that sets the pin cookie would "
+                "raise CookieError.",
+                hint="Set MULTIDB_PINNING_COOKIE to a name of letters, digits "
+                "and !#$%&'*+-.^_`|~: (no spaces), other than a cookie "
+                "attribute such as 'expires' or 'path'.",
+                id="multidb.E004",
+            )
         )
     seconds = getattr(settings, "MULTIDB_PINNING_SECONDS", 15)
-    try:
-        valid_seconds = not isinstance(seconds, bool) and int(seconds) >= 0
-    except (TypeError, ValueError, OverflowError):
-        valid_seconds = False
-    if not valid_seconds:
-        problems.append(
-            f"MULTIDB_PINNING_SECONDS must be a whole number of seconds >= 0, "
-            f"not {seconds!r}."
+    whole_seconds = _whole_seconds(seconds)
+    if whole_seconds is None or whole_seconds < 0:
+        messages.append(
+            _bad_value(
+                "MULTIDB_PINNING_SECONDS", seconds, "a whole number of seconds >= 0", 15
+            )
         )
-    for name in ("MULTIDB_PINNING_COOKIE_SECURE", "MULTIDB_PINNING_COOKIE_HTTPONLY"):
-        value = getattr(settings, name, False)
+    elif whole_seconds > MAX_COOKIE_SECONDS:
+        messages.append(
+            Error(
+                f"MULTIDB_PINNING_SECONDS is {seconds!r}, more than 400 days: "
+                "browsers keep a cookie for 400 days at most, and set_cookie() "
+                "fails outright on a lifetime past the year 9999.",
+                hint=f"Set MULTIDB_PINNING_SECONDS to at most {MAX_COOKIE_SECONDS} "
+                "(400 days); a few seconds is the usual value.",
+                id="multidb.E005",
+            )
+        )
+    secure = getattr(settings, "MULTIDB_PINNING_COOKIE_SECURE", False)
+    httponly = getattr(settings, "MULTIDB_PINNING_COOKIE_HTTPONLY", False)
+    for name, value in (
+        ("MULTIDB_PINNING_COOKIE_SECURE", secure),
+        ("MULTIDB_PINNING_COOKIE_HTTPONLY", httponly),
+    ):
         if not isinstance(value, bool):
-            problems.append(f"{name} must be True or False, not {value!r}.")
+            messages.append(_bad_value(name, value, "True or False", False))
     samesite = getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
     if samesite not in (None, False) and (
         not isinstance(samesite, str) or samesite.lower() not in _SAMESITE_VALUES
     ):
-        problems.append(
-            "MULTIDB_PINNING_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None', "
-            f"or None, not {samesite!r}."
+        messages.append(
+            _bad_value(
+                "MULTIDB_PINNING_COOKIE_SAMESITE",
+                samesite,
+                "'Lax', 'Strict', 'None', or None",
+                "Lax",
+            )
+        )
+    elif isinstance(samesite, str) and samesite.lower() == "none" and not secure:
+        messages.append(
+            Error(
+                f"MULTIDB_PINNING_COOKIE_SAMESITE is {samesite!r} but "
+                "MULTIDB_PINNING_COOKIE_SECURE is not True: browsers drop a "
+                "SameSite=None cookie that is not Secure, so a user would not "
+                "read their own writes.",
+                hint="Set MULTIDB_PINNING_COOKIE_SECURE = True (the site must "
+                "be served over HTTPS), or MULTIDB_PINNING_COOKIE_SAMESITE = "
+                "'Lax'.",
+                id="multidb.E008",
+            )
         )
     mode = getattr(settings, "MULTIDB_PINNING_MODE", "auto")
     if mode not in ("auto", "time"):
-        problems.append(f"MULTIDB_PINNING_MODE must be 'auto' or 'time', not {mode!r}.")
+        messages.append(
+            _bad_value("MULTIDB_PINNING_MODE", mode, "'auto' or 'time'", "auto")
+        )
     unsafe = getattr(settings, "MULTIDB_PIN_UNSAFE_METHODS", True)
     if not isinstance(unsafe, bool):
-        problems.append(
-            f"MULTIDB_PIN_UNSAFE_METHODS must be True or False, not {unsafe!r}."
+        messages.append(
+            _bad_value("MULTIDB_PIN_UNSAFE_METHODS", unsafe, "True or False", True)
         )
     header = getattr(settings, "MULTIDB_PINNING_HEADER", None)
     if header is not None and (not isinstance(header, str) or not header):
-        problems.append(
-            f"MULTIDB_PINNING_HEADER must be a header name or None, not {header!r}."
+        messages.append(
+            _bad_value("MULTIDB_PINNING_HEADER", header, "a header name or None", None)
         )
-    return [
-        Error(problem, hint="See the settings table in README.rst.", id="multidb.E003")
-        for problem in problems
-    ]
+    invalid = getattr(settings, "MULTIDB_INVALID_TOKEN", "pin")
+    if invalid not in ("pin", "ignore"):
+        messages.append(
+            _bad_value("MULTIDB_INVALID_TOKEN", invalid, "'pin' or 'ignore'", "pin")
+        )
+    elif invalid == "ignore" and mode == "time":
+        messages.append(
+            CheckWarning(
+                "MULTIDB_INVALID_TOKEN = 'ignore' has no effect with "
+                "MULTIDB_PINNING_MODE = 'time': time pinning never reads a "
+                "position token.",
+                hint="Remove MULTIDB_INVALID_TOKEN, or set MULTIDB_PINNING_MODE "
+                "= 'auto' for it to apply.",
+                id="multidb.W009",
+            )
+        )
+    return messages
 
 
 def _number(value: Any, *, allow_none: bool, integer: bool, positive: bool) -> bool:
@@ -155,6 +270,8 @@ def _number(value: Any, *, allow_none: bool, integer: bool, positive: bool) -> b
         return allow_none
     kinds = (int,) if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
         return False
     return value > 0 if positive else value >= 0
 
@@ -168,24 +285,76 @@ _HEALTH_SETTINGS = {
     "MULTIDB_HEALTH_MIN_REPLICAS": (1, False, True, False),
 }
 
+#: name: (largest value, check ID, why it cannot be larger, hint)
+_HEALTH_LIMITS = {
+    "MULTIDB_HEALTH_CHECK_TIMEOUT": (
+        3600,
+        "multidb.E006",
+        "a probe waits up to this long before it calls a database down, and "
+        "an infinite timeout makes every probe fail",
+        "Set MULTIDB_HEALTH_CHECK_TIMEOUT to a few seconds (at most 3600).",
+    ),
+    "MULTIDB_HEALTH_CHECK_INTERVAL": (
+        86400,
+        "multidb.E007",
+        "the prober waits this long between rounds, and cannot wait forever",
+        "Set MULTIDB_HEALTH_CHECK_INTERVAL to a few seconds (at most 86400), "
+        "or to None to turn health checks off.",
+    ),
+}
+
+
+def _too_large(value: Any, limit: float) -> bool:
+    # +inf counts: it is a number, just too large; NaN is no number (E003).
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > limit
+    )
+
 
 def check_health_settings() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     for name, (default, allow_none, integer, positive) in _HEALTH_SETTINGS.items():
         value = getattr(settings, name, default)
-        if not _number(
-            value, allow_none=allow_none, integer=integer, positive=positive
-        ):
-            kind = "a whole number" if integer else "a number"
-            bound = "> 0" if positive else ">= 0"
-            none = " or None" if allow_none else ""
+        if name in _HEALTH_LIMITS and _too_large(value, _HEALTH_LIMITS[name][0]):
+            limit, check_id, why, hint = _HEALTH_LIMITS[name]
             messages.append(
                 Error(
-                    f"{name} must be {kind} {bound}{none}, not {value!r}.",
-                    hint="See the settings table in README.rst.",
-                    id="multidb.E003",
+                    f"{name} must be finite and at most {limit} seconds, not "
+                    f"{value!r}: {why}.",
+                    hint=hint,
+                    id=check_id,
                 )
             )
+        elif not _number(
+            value, allow_none=allow_none, integer=integer, positive=positive
+        ):
+            kind = "a whole number" if integer else "a finite number"
+            bound = "> 0" if positive else ">= 0"
+            none = " or None" if allow_none else ""
+            messages.append(_bad_value(name, value, f"{kind} {bound}{none}", default))
+    details = getattr(settings, "MULTIDB_HEALTH_DETAILS", "never")
+    if details not in ("never", "staff", "always"):
+        messages.append(
+            _bad_value(
+                "MULTIDB_HEALTH_DETAILS",
+                details,
+                "'never', 'staff' or 'always'",
+                "never",
+            )
+        )
+    elif details == "staff" and not apps.is_installed("django.contrib.auth"):
+        messages.append(
+            CheckWarning(
+                "MULTIDB_HEALTH_DETAILS is 'staff' but django.contrib.auth is "
+                "not installed: no request comes from a staff user, so the "
+                "health view never shows its details.",
+                hint="Add 'django.contrib.auth' to INSTALLED_APPS, or set "
+                "MULTIDB_HEALTH_DETAILS to 'never' or 'always'.",
+                id="multidb.W008",
+            )
+        )
     return messages
 
 
@@ -209,9 +378,10 @@ def check_read_your_writes() -> list[CheckMessage]:
             "None: a replica any amount behind stays in rotation, so a user "
             "reads their own writes only for MULTIDB_PINNING_SECONDS after "
             "each write.",
-            hint="Set MULTIDB_REPLICA_MAX_LAG and MULTIDB_HEALTH_CHECK_INTERVAL: "
+            hint="Set MULTIDB_REPLICA_MAX_LAG to a number of seconds and "
+            "MULTIDB_HEALTH_CHECK_INTERVAL to a number of seconds (not None): "
             "the pin cookie then lives as long as the lag limit plus a probe "
-            "round (see 'Read-your-writes by position' in README.rst).",
+            "round.",
             id="multidb.W006",
         )
     ]
@@ -291,4 +461,36 @@ def check_router_and_middleware() -> list[CheckMessage]:
                     id="multidb.W004",
                 )
             )
+    return messages
+
+
+def known_settings() -> frozenset[str]:
+    """Every ``MULTIDB_*`` setting the package reads: one for each upper-case
+    property of ``conf.Settings``, and those in ``_OTHER_SETTINGS``."""
+    return _OTHER_SETTINGS | {
+        f"MULTIDB_{name}"
+        for name, value in vars(Settings).items()
+        if name.isupper()
+        and isinstance(value, property)
+        # Not MULTIDB_-prefixed: it keeps 0.11's name.
+        and name != "REPLICA_DATABASES"
+    }
+
+
+def check_unknown_settings() -> list[CheckMessage]:
+    known = sorted(known_settings())
+    messages: list[CheckMessage] = []
+    for name in sorted(dir(settings)):
+        if not name.startswith("MULTIDB_") or not name.isupper() or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        messages.append(
+            CheckWarning(
+                f"{name} is not a setting of multidb, which ignores it.",
+                hint=f"Did you mean {close[0]}?"
+                if close
+                else f"Remove {name}, or rename it to one of: {', '.join(known)}.",
+                id="multidb.W007",
+            )
+        )
     return messages

@@ -587,7 +587,15 @@ class _Worker:
                 registry.probe()
             except Exception:  # noqa: BLE001 - keep probing whatever happens
                 logger.exception("a health probe failed")
-            self._wake.wait(interval)
+            try:
+                self._wake.wait(min(interval, threading.TIMEOUT_MAX))
+            except Exception:  # noqa: BLE001 - nor may a bad interval stop probing
+                logger.exception(
+                    "waiting for the next health probe failed "
+                    "(MULTIDB_HEALTH_CHECK_INTERVAL = %r)",
+                    interval,
+                )
+                self._wake.wait(1)
             self._wake.clear()
 
     def after_fork(self) -> None:

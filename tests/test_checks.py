@@ -1,12 +1,16 @@
 import copy
 import math
+import re
 from contextlib import contextmanager
+from http.cookies import CookieError
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.checks import Error, registry, run_checks
 from django.core.checks import Warning as CheckWarning
+from django.http import HttpResponse
 from django.test import override_settings
 
 from multidb import (
@@ -16,12 +20,16 @@ from multidb import (
     ReplicaRouter,
 )
 from multidb.checks import (
+    MAX_COOKIE_SECONDS,
     check_health_settings,
     check_pinning_settings,
     check_replica_databases,
     check_router_and_middleware,
     check_settings,
+    check_unknown_settings,
+    known_settings,
 )
+from multidb.conf import Settings
 from multidb.middleware import PinningRouterMiddleware
 
 MIDDLEWARE = "multidb.middleware.PinningRouterMiddleware"
@@ -69,9 +77,17 @@ def test_test_settings_produce_no_messages():
 
 def test_check_settings_runs_every_check():
     with override_settings(
-        REPLICA_DATABASES=[], MULTIDB_PINNING_SECONDS=-1, MIDDLEWARE=[]
+        REPLICA_DATABASES=[],
+        MULTIDB_PINNING_SECONDS=-1,
+        MIDDLEWARE=[],
+        MULTIDB_PINING_SECONDS=1,
     ):
-        assert ids(check_settings()) == ["multidb.W001", "multidb.E003", "multidb.W002"]
+        assert ids(check_settings()) == [
+            "multidb.W001",
+            "multidb.E003",
+            "multidb.W002",
+            "multidb.W007",
+        ]
 
 
 # --- REPLICA_DATABASES -------------------------------------------------------
@@ -123,9 +139,16 @@ def test_weighted_replica_databases_passes():
     assert check_replica_databases() == []
 
 
-@override_settings(REPLICA_DATABASES=["default"])
-def test_default_as_a_replica_needs_no_test_mirror():
-    assert check_replica_databases() == []
+@pytest.mark.parametrize(
+    "value",
+    [["default"], ["replica1", "default"], {"default": 1, "replica1": 1}],
+)
+def test_e009_when_replica_databases_lists_the_primary(value):
+    with override_settings(REPLICA_DATABASES=value):
+        messages = check_replica_databases()
+    assert ids(messages) == ["multidb.E009"]
+    assert isinstance(messages[0], Error)
+    assert "REPLICA_DATABASES" in messages[0].hint
 
 
 def test_w005_for_a_replica_that_is_not_a_test_mirror():
@@ -189,8 +212,6 @@ def test_e003_for_each_bad_pinning_setting(setting, value):
         ("MULTIDB_PINNING_COOKIE_SAMESITE", None),
         ("MULTIDB_PINNING_COOKIE_SAMESITE", False),
         ("MULTIDB_PINNING_COOKIE_SAMESITE", "Strict"),
-        ("MULTIDB_PINNING_COOKIE_SAMESITE", "none"),
-        ("MULTIDB_PINNING_COOKIE_SAMESITE", "None"),
         ("MULTIDB_PINNING_COOKIE_SAMESITE", "LAX"),
     ],
 )
@@ -213,6 +234,317 @@ def test_e003_once_for_each_bad_pinning_setting():
 @override_settings(MULTIDB_PINNING_SECONDS=math.inf)
 def test_e003_for_infinite_pinning_seconds():
     assert ids(check_pinning_settings()) == ["multidb.E003"]
+
+
+# --- settings that used to pass the checks and fail at run time ---------------
+
+#: Cookie names: (name, whether Django can set a cookie by that name).
+COOKIE_NAMES = [
+    ("multidb_pin_writes", True),
+    ("pin-writes.v2", True),
+    ("pin writes", False),
+    ("pin;writes", False),
+    ("pin=writes", False),
+    ("pín", False),
+    ("expires", False),
+    ("Path", False),
+    ("max-age", False),
+]
+
+
+@pytest.mark.parametrize(("name", "legal"), COOKIE_NAMES)
+def test_e004_for_exactly_the_cookie_names_django_cannot_set(name, legal):
+    try:
+        HttpResponse().set_cookie(name, "y")
+        settable = True
+    except CookieError:
+        settable = False
+    with override_settings(MULTIDB_PINNING_COOKIE=name):
+        messages = check_pinning_settings()
+
+    assert settable == legal
+    assert ids(messages) == ([] if legal else ["multidb.E004"])
+
+
+@override_settings(MULTIDB_PINNING_COOKIE="pin writes")
+def test_e004_names_the_setting_in_its_hint():
+    (message,) = check_pinning_settings()
+    assert isinstance(message, Error)
+    assert "MULTIDB_PINNING_COOKIE" in message.hint
+
+
+@pytest.mark.parametrize("value", [10**12, MAX_COOKIE_SECONDS + 1, str(10**12)])
+def test_e005_for_pinning_seconds_beyond_400_days(value):
+    with override_settings(MULTIDB_PINNING_SECONDS=value):
+        messages = check_pinning_settings()
+    assert ids(messages) == ["multidb.E005"]
+    assert str(MAX_COOKIE_SECONDS) in messages[0].hint
+
+
+def test_pinning_seconds_of_400_days_passes_and_django_sets_such_a_cookie():
+    assert MAX_COOKIE_SECONDS == 34_560_000
+    with override_settings(MULTIDB_PINNING_SECONDS=MAX_COOKIE_SECONDS):
+        assert check_pinning_settings() == []
+    response = HttpResponse()
+    response.set_cookie("pin", "y", max_age=MAX_COOKIE_SECONDS)
+    assert response.cookies["pin"]["max-age"] == MAX_COOKIE_SECONDS
+
+
+@pytest.mark.parametrize("value", [math.inf, 3601, 1e10])
+def test_e006_for_a_health_check_timeout_over_an_hour(value):
+    with override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=value):
+        messages = check_health_settings()
+    assert ids(messages) == ["multidb.E006"]
+    assert "MULTIDB_HEALTH_CHECK_TIMEOUT" in messages[0].hint
+    assert "3600" in messages[0].hint
+
+
+@pytest.mark.parametrize("value", [math.inf, 86401, 1e10])
+def test_e007_for_a_health_check_interval_over_a_day(value):
+    with override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=value):
+        messages = check_health_settings()
+    assert ids(messages) == ["multidb.E007"]
+    assert "MULTIDB_HEALTH_CHECK_INTERVAL" in messages[0].hint
+    assert "86400" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", 3600),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", 3600.0),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", 86400),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", None),
+    ],
+)
+def test_health_timings_at_their_limits_pass(name, value):
+    with override_settings(**{name: value}):
+        assert check_health_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_REPLICA_MAX_LAG", math.inf),
+        ("MULTIDB_REPLICA_MAX_LAG", math.nan),
+        ("MULTIDB_REPLICA_MAX_LAG", -math.inf),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", math.nan),
+        ("MULTIDB_HEALTH_CHECK_INTERVAL", -math.inf),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", math.nan),
+        ("MULTIDB_HEALTH_CHECK_TIMEOUT", -math.inf),
+    ],
+)
+def test_e003_for_a_health_setting_that_is_not_finite(name, value):
+    with override_settings(**{name: value}):
+        messages = check_health_settings()
+    assert ids(messages) == ["multidb.E003"]
+    assert "finite" in messages[0].msg
+
+
+@pytest.mark.parametrize("samesite", ["None", "none"])
+def test_e008_for_samesite_none_without_secure(samesite):
+    with override_settings(MULTIDB_PINNING_COOKIE_SAMESITE=samesite):
+        messages = check_pinning_settings()
+    assert ids(messages) == ["multidb.E008"]
+    assert "MULTIDB_PINNING_COOKIE_SECURE" in messages[0].hint
+
+
+@pytest.mark.parametrize("samesite", ["None", "none"])
+def test_samesite_none_with_secure_passes(samesite):
+    with override_settings(
+        MULTIDB_PINNING_COOKIE_SAMESITE=samesite, MULTIDB_PINNING_COOKIE_SECURE=True
+    ):
+        assert check_pinning_settings() == []
+
+
+# --- settings added in parallel: MULTIDB_INVALID_TOKEN, MULTIDB_HEALTH_DETAILS --
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check"),
+    [
+        ("MULTIDB_INVALID_TOKEN", "drop", check_pinning_settings),
+        ("MULTIDB_INVALID_TOKEN", None, check_pinning_settings),
+        ("MULTIDB_INVALID_TOKEN", "PIN", check_pinning_settings),
+        ("MULTIDB_HEALTH_DETAILS", "admins", check_health_settings),
+        ("MULTIDB_HEALTH_DETAILS", True, check_health_settings),
+        ("MULTIDB_HEALTH_DETAILS", None, check_health_settings),
+    ],
+)
+def test_e003_for_a_bad_invalid_token_or_health_details_setting(name, value, check):
+    with override_settings(**{name: value}):
+        messages = check()
+    assert ids(messages) == ["multidb.E003"]
+    assert name in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "check"),
+    [
+        ("MULTIDB_INVALID_TOKEN", "pin", check_pinning_settings),
+        ("MULTIDB_INVALID_TOKEN", "ignore", check_pinning_settings),
+        ("MULTIDB_HEALTH_DETAILS", "never", check_health_settings),
+        ("MULTIDB_HEALTH_DETAILS", "staff", check_health_settings),
+        ("MULTIDB_HEALTH_DETAILS", "always", check_health_settings),
+    ],
+)
+def test_valid_invalid_token_and_health_details_settings_pass(name, value, check):
+    with override_settings(**{name: value}):
+        assert check() == []
+
+
+@override_settings(MULTIDB_HEALTH_DETAILS="staff", INSTALLED_APPS=["multidb"])
+def test_w008_for_staff_health_details_without_django_contrib_auth():
+    messages = check_health_settings()
+    assert ids(messages) == ["multidb.W008"]
+    assert isinstance(messages[0], CheckWarning)
+    assert "MULTIDB_HEALTH_DETAILS" in messages[0].hint
+
+
+@pytest.mark.parametrize("details", ["never", "always"])
+@override_settings(INSTALLED_APPS=["multidb"])
+def test_health_details_other_than_staff_need_no_auth(details):
+    with override_settings(MULTIDB_HEALTH_DETAILS=details):
+        assert check_health_settings() == []
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore", MULTIDB_PINNING_MODE="time")
+def test_w009_for_ignoring_invalid_tokens_in_time_mode():
+    messages = check_pinning_settings()
+    assert ids(messages) == ["multidb.W009"]
+    assert isinstance(messages[0], CheckWarning)
+    assert "MULTIDB_INVALID_TOKEN" in messages[0].hint
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="pin", MULTIDB_PINNING_MODE="time")
+def test_the_default_invalid_token_in_time_mode_passes():
+    assert check_pinning_settings() == []
+
+
+# --- unknown MULTIDB_* settings ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("MULTIDB_PINING_SECONDS", "MULTIDB_PINNING_SECONDS"),
+        ("MULTIDB_HEALTH_CHECK_INTERVALL", "MULTIDB_HEALTH_CHECK_INTERVAL"),
+        ("MULTIDB_REPLICA_MAXLAG", "MULTIDB_REPLICA_MAX_LAG"),
+        ("MULTIDB_INVALID_TOKENS", "MULTIDB_INVALID_TOKEN"),
+    ],
+)
+def test_w007_for_a_misspelt_setting_suggests_the_right_name(typo, meant):
+    with override_settings(**{typo: 1}):
+        messages = check_unknown_settings()
+    assert ids(messages) == ["multidb.W007"]
+    assert isinstance(messages[0], CheckWarning)
+    assert typo in messages[0].msg
+    assert messages[0].hint == f"Did you mean {meant}?"
+
+
+@override_settings(MULTIDB_QQQQQQQQQQQQQQQQQQQQQQQQ=1)
+def test_w007_for_an_unknown_setting_with_no_close_match_lists_the_settings():
+    (message,) = check_unknown_settings()
+    assert message.id == "multidb.W007"
+    assert "MULTIDB_PINNING_SECONDS" in message.hint
+    assert "Did you mean" not in message.hint
+
+
+def test_w007_reports_each_unknown_setting_once_in_order():
+    with override_settings(MULTIDB_PINING_MODE="time", MULTIDB_HEALTH_DETAIL="staff"):
+        messages = check_unknown_settings()
+    assert [m.msg.split()[0] for m in messages] == [
+        "MULTIDB_HEALTH_DETAIL",
+        "MULTIDB_PINING_MODE",
+    ]
+
+
+def test_every_known_setting_set_at_once_passes():
+    assert "MULTIDB_PINNING_SECONDS" in known_settings()
+    with override_settings(**dict.fromkeys(known_settings())):
+        assert check_unknown_settings() == []
+
+
+def test_every_multidb_name_the_package_reads_is_known():
+    package = Path(__file__).resolve().parent.parent / "multidb"
+    used = {
+        name
+        for path in package.glob("*.py")
+        for name in re.findall(r"\bMULTIDB_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert "MULTIDB_PINNING_SECONDS" in used
+    assert used <= known_settings()
+
+
+def test_a_property_added_to_conf_settings_is_known_at_once(monkeypatch):
+    monkeypatch.setattr(Settings, "SHINY_NEW", property(lambda self: 1), raising=False)
+    with override_settings(MULTIDB_SHINY_NEW=2):
+        assert check_unknown_settings() == []
+    assert "MULTIDB_SHINY_NEW" in known_settings()
+    assert "MULTIDB_REPLICA_DATABASES" not in known_settings()
+
+
+def test_settings_named_like_ours_in_lower_case_or_without_the_prefix_pass():
+    with settings_without_signals(multidb_pining_seconds=1, PINING_SECONDS=1):
+        assert check_unknown_settings() == []
+
+
+# --- hints --------------------------------------------------------------------
+
+
+@override_settings(
+    REPLICA_DATABASES=["default", "missing"],
+    MULTIDB_PINNING_COOKIE="",
+    MULTIDB_PINNING_SECONDS="x",
+    MULTIDB_PINNING_COOKIE_SECURE="x",
+    MULTIDB_PINNING_COOKIE_HTTPONLY="x",
+    MULTIDB_PINNING_COOKIE_SAMESITE="x",
+    MULTIDB_PINNING_MODE="x",
+    MULTIDB_PIN_UNSAFE_METHODS="x",
+    MULTIDB_PINNING_HEADER="",
+    MULTIDB_INVALID_TOKEN="x",
+    MULTIDB_HEALTH_DETAILS="x",
+    MULTIDB_HEALTH_CHECK_TIMEOUT=math.inf,
+    MULTIDB_HEALTH_CHECK_INTERVAL=math.inf,
+    MULTIDB_REPLICA_MAX_LAG=math.nan,
+    MULTIDB_REPLICA_MAX_LAG_BYTES=-1,
+    MULTIDB_HEALTH_MIN_REPLICAS="x",
+    MULTIDB_PINING_SECONDS=1,
+)
+def test_every_hint_names_a_setting_and_none_points_to_the_readme():
+    messages = check_settings()
+    assert ids(messages) == [
+        "multidb.E009",
+        "multidb.E001",
+        *["multidb.E003"] * 9,
+        "multidb.E007",
+        "multidb.E006",
+        *["multidb.E003"] * 4,
+        "multidb.W007",
+    ]
+    for message in messages:
+        assert "README" not in message.hint, message.id
+        names = re.findall(r"\b(?:MULTIDB_[A-Z_]+|REPLICA_DATABASES)\b", message.hint)
+        assert names, message
+
+
+@override_settings(MULTIDB_PINNING_SECONDS=-1)
+def test_an_e003_hint_names_the_setting_the_fix_and_the_default():
+    (message,) = check_pinning_settings()
+    assert message.hint == (
+        "Set MULTIDB_PINNING_SECONDS to a whole number of seconds >= 0, or "
+        "remove it for the default, 15."
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("MULTIDB_PINNING_COOKIE", 5), ("MULTIDB_REPLICA_MAX_LAG", -1)]
+)
+def test_an_e003_message_names_the_setting_in_its_hint_too(name, value):
+    with override_settings(**{name: value}):
+        messages = [*check_pinning_settings(), *check_health_settings()]
+    assert ids(messages) == ["multidb.E003"]
+    assert messages[0].hint.startswith(f"Set {name} to ")
 
 
 # --- DATABASE_ROUTERS and MIDDLEWARE ----------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
+import math
 import sys
 import threading
 from datetime import datetime, timezone
@@ -691,6 +692,49 @@ def test_the_prober_outlives_a_failed_round_and_stops_once_health_checks_are_off
     wait_until(lambda: not prober.is_alive())
 
     assert {r.exc_info[0] for r in failed_rounds()} == {TypeError}
+
+
+@db
+@pytest.mark.parametrize(
+    ("interval", "error"),
+    [(1e10, None), (math.inf, None), (10**400, None), ("soon", TypeError)],
+    ids=["1e10", "inf", "10**400", "a string"],
+)
+def test_the_prober_outlives_an_interval_it_cannot_wait(
+    interval, error, caplog, monkeypatch, wait_until
+):
+    """1e10 s is past ``threading.TIMEOUT_MAX`` (``Event.wait`` raises
+    OverflowError): such a wait is cut to the longest possible, which a wake
+    ends.  A wait that still fails is logged, and the next round follows."""
+    caplog.set_level(logging.ERROR, logger="multidb")
+    rounds = []
+    probe = health.registry.probe
+
+    def counted_probe(*args, **kwargs):
+        rounds.append(threading.current_thread().name)
+        return probe(*args, **kwargs)
+
+    monkeypatch.setattr(health.registry, "probe", counted_probe)
+    with override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=interval):
+        health.ensure_started()
+        (prober,) = prober_threads()
+        wait_until(lambda: len(rounds) >= 1)
+        # A failed wait sleeps a second instead; a long one needs waking.
+        health._worker.wake()
+        wait_until(lambda: len(rounds) >= 2, what="a second round")
+        with override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=0.01):
+            health._worker.wake()
+            wait_until(lambda: len(rounds) >= 5, what="rounds at the new interval")
+        assert prober.is_alive()
+        assert prober_threads() == [prober]
+
+    failed_waits = [
+        r.exc_info[0]
+        for r in caplog.records
+        if r.getMessage().startswith("waiting for the next health probe failed")
+    ]
+    assert set(rounds) == {"multidb-health"}
+    assert set(failed_waits) == ({error} if error else set())
 
 
 # --- after fork --------------------------------------------------------------
