@@ -7,6 +7,7 @@ all and is registered by ``multidb.apps.MultiDBConfig.ready()``.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import math
 import warnings
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,7 @@ from django.utils.module_loading import import_string
 from .conf import DEFAULT_DB_ALIAS, Settings, conf, replica_weights
 from .positions import adapter
 from .replicas import smooth_sequence
+from .tokens import MAX_COOKIE_SECONDS
 
 MIDDLEWARE_PATH = "multidb.middleware.PinningRouterMiddleware"
 
@@ -33,15 +35,6 @@ WRITING_MIDDLEWARE = (
 )
 
 _SAMESITE_VALUES = {"lax", "strict", "none"}
-
-#: Browsers cap a cookie's lifetime at 400 days (RFC 6265bis); far beyond it,
-#: ``set_cookie()`` cannot even compute the expiry date.
-MAX_COOKIE_SECONDS = 400 * 24 * 60 * 60
-
-#: Settings the package reads that are not properties of ``conf.Settings``.
-#: Read here with ``getattr`` so that the checks do not depend on the
-#: properties being there; once they are, listing them again is harmless.
-_OTHER_SETTINGS = frozenset({"MULTIDB_INVALID_TOKEN", "MULTIDB_HEALTH_DETAILS"})
 
 
 def check_settings(
@@ -262,6 +255,21 @@ def check_pinning_settings() -> list[CheckMessage]:
                 id="multidb.W009",
             )
         )
+    encrypt = getattr(settings, "MULTIDB_ENCRYPT_TOKENS", False)
+    if not isinstance(encrypt, bool):
+        messages.append(
+            _bad_value("MULTIDB_ENCRYPT_TOKENS", encrypt, "True or False", False)
+        )
+    elif encrypt and importlib.util.find_spec("cryptography") is None:
+        messages.append(
+            Error(
+                "MULTIDB_ENCRYPT_TOKENS is True but the cryptography package "
+                "is not installed: every position token would pin by time.",
+                hint="pip install 'django-replica-router[encrypt]', or set "
+                "MULTIDB_ENCRYPT_TOKENS = False.",
+                id="multidb.E010",
+            )
+        )
     return messages
 
 
@@ -466,15 +474,15 @@ def check_router_and_middleware() -> list[CheckMessage]:
 
 def known_settings() -> frozenset[str]:
     """Every ``MULTIDB_*`` setting the package reads: one for each upper-case
-    property of ``conf.Settings``, and those in ``_OTHER_SETTINGS``."""
-    return _OTHER_SETTINGS | {
+    property of ``conf.Settings``."""
+    return frozenset(
         f"MULTIDB_{name}"
         for name, value in vars(Settings).items()
         if name.isupper()
         and isinstance(value, property)
         # Not MULTIDB_-prefixed: it keeps 0.11's name.
         and name != "REPLICA_DATABASES"
-    }
+    )
 
 
 def check_unknown_settings() -> list[CheckMessage]:

@@ -1,6 +1,7 @@
 import copy
 import math
 import re
+import sys
 from contextlib import contextmanager
 from http.cookies import CookieError
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.core import signing
 from django.core.checks import Error, registry, run_checks
 from django.core.checks import Warning as CheckWarning
 from django.http import HttpResponse
@@ -20,7 +22,6 @@ from multidb import (
     ReplicaRouter,
 )
 from multidb.checks import (
-    MAX_COOKIE_SECONDS,
     check_health_settings,
     check_pinning_settings,
     check_replica_databases,
@@ -31,6 +32,7 @@ from multidb.checks import (
 )
 from multidb.conf import Settings
 from multidb.middleware import PinningRouterMiddleware
+from multidb.tokens import MAX_COOKIE_SECONDS
 
 MIDDLEWARE = "multidb.middleware.PinningRouterMiddleware"
 SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -357,7 +359,7 @@ def test_samesite_none_with_secure_passes(samesite):
         assert check_pinning_settings() == []
 
 
-# --- settings added in parallel: MULTIDB_INVALID_TOKEN, MULTIDB_HEALTH_DETAILS --
+# --- MULTIDB_INVALID_TOKEN, MULTIDB_HEALTH_DETAILS, MULTIDB_ENCRYPT_TOKENS ----------
 
 
 @pytest.mark.parametrize(
@@ -419,6 +421,33 @@ def test_w009_for_ignoring_invalid_tokens_in_time_mode():
 @override_settings(MULTIDB_INVALID_TOKEN="pin", MULTIDB_PINNING_MODE="time")
 def test_the_default_invalid_token_in_time_mode_passes():
     assert check_pinning_settings() == []
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_e003_for_an_encrypt_tokens_setting_that_is_not_a_bool(value):
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=value):
+        messages = check_pinning_settings()
+    assert ids(messages) == ["multidb.E003"]
+    assert "MULTIDB_ENCRYPT_TOKENS" in messages[0].msg
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_encrypting_tokens_with_cryptography_installed_passes(value):
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=value):
+        assert check_pinning_settings() == []
+
+
+def test_e010_for_encrypted_tokens_without_cryptography(monkeypatch):
+    from multidb import tokens
+
+    monkeypatch.setitem(sys.modules, "cryptography", None)  # as if not installed
+    with override_settings(MULTIDB_ENCRYPT_TOKENS=True):
+        messages = check_pinning_settings()
+        sealed = signing.TimestampSigner(salt=tokens.SALT).sign(tokens.SEALED + "AAAA")
+
+        assert tokens.pin_for(sealed, tokens.NO_PIN) is tokens.NO_PIN
+    assert ids(messages) == ["multidb.E010"]
+    assert "django-replica-router[encrypt]" in messages[0].hint
 
 
 # --- unknown MULTIDB_* settings ----------------------------------------------
