@@ -558,6 +558,22 @@ def _send(signal: Signal, alias: str, reason: str) -> None:
     signal.send_robust(sender=None, alias=alias, reason=reason)
 
 
+#: Seconds between probe rounds when the interval is not a positive number
+#: (``multidb.E003``): the prober must neither stop nor spin.
+_FALLBACK_PAUSE = 1.0
+
+
+def _pause(interval: Any) -> float:
+    """How long to wait for the next round: ``interval``, at most as long as
+    ``Event.wait`` can (it raises beyond).  Never raises itself."""
+    try:
+        if interval > 0:
+            return float(min(interval, threading.TIMEOUT_MAX))
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return _FALLBACK_PAUSE
+
+
 class _Worker:
     """The background prober: one daemon thread per process."""
 
@@ -587,15 +603,7 @@ class _Worker:
                 registry.probe()
             except Exception:  # noqa: BLE001 - keep probing whatever happens
                 logger.exception("a health probe failed")
-            try:
-                self._wake.wait(min(interval, threading.TIMEOUT_MAX))
-            except Exception:  # noqa: BLE001 - nor may a bad interval stop probing
-                logger.exception(
-                    "waiting for the next health probe failed "
-                    "(MULTIDB_HEALTH_CHECK_INTERVAL = %r)",
-                    interval,
-                )
-                self._wake.wait(1)
+            self._wake.wait(_pause(interval))
             self._wake.clear()
 
     def after_fork(self) -> None:
