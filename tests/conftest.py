@@ -4,7 +4,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -14,6 +14,9 @@ from multidb.conf import conf
 from tests.app import routers
 
 # --- Hypothesis: local runs explore, CI runs repeat the same examples ----------
+
+
+T = TypeVar("T")
 
 
 def hypothesis_profile(environ: Mapping[str, str]) -> str:
@@ -82,6 +85,23 @@ def wait_until(
 @pytest.fixture(name="wait_until")
 def _wait_until() -> Callable[..., Any]:
     return wait_until
+
+
+def at_once(fn: Callable[[], T], threads: int) -> list[T]:
+    """``fn()``'s results from ``threads`` threads that call it together."""
+    barrier = threading.Barrier(threads)
+    results: list[T] = []
+
+    def call() -> None:
+        barrier.wait()
+        results.append(fn())
+
+    started = [threading.Thread(target=call) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    return results
 
 
 def prober_threads() -> list[threading.Thread]:

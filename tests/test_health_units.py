@@ -31,7 +31,7 @@ from multidb import PinningReplicaRouter, health, replicas, use_primary_db
 from multidb.health import HISTORY, DatabaseStatus
 from multidb.positions import ReplicaState
 from tests.app.models import Item
-from tests.conftest import close_for_real, forget, prober_threads, stop_prober
+from tests.conftest import at_once, close_for_real, forget, prober_threads, stop_prober
 
 db = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -551,18 +551,7 @@ def test_the_next_round_after_a_reported_failure_does_record_what_it_finds():
 
 @db
 def test_callers_that_find_the_statuses_stale_at_once_share_one_probe_round():
-    barrier = threading.Barrier(8)
-    found: list[list[DatabaseStatus]] = []
-
-    def call() -> None:
-        barrier.wait()
-        found.append(health.registry.recent(60, apply=False))
-
-    threads = [threading.Thread(target=call) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    found = at_once(lambda: health.registry.recent(60, apply=False), threads=8)
 
     assert len(found) == 8
     assert len({tuple(s.last_checked for s in statuses) for statuses in found}) == 1

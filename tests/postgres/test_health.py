@@ -17,6 +17,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import django
@@ -474,32 +475,41 @@ def test_a_forked_worker_probes_with_a_thread_and_connections_of_its_own(
         replicas.rotation()
         wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
         parent_registry = health.registry
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child reports through the pipe
-            code = 1
-            try:
-                fresh = health.registry is not parent_registry and not prober_threads()
-                # The parent's sockets are the parent's: forget, never close.
-                for connection in connections.all(initialized_only=True):
-                    connection.connection = None
-                read_port()  # first routing in the child starts its prober
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and not any(
-                    s.last_checked for s in health.registry.statuses()
-                ):
-                    time.sleep(0.05)
-                probed = all(s.state == "ok" for s in health.registry.statuses())
-                code = 0 if (fresh and prober_threads() and probed) else 2
-            finally:
-                os.write(write_end, bytes([code]))
-                os._exit(code)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            reported = pipe.read(1)
-        _, status = os.waitpid(pid, 0)
-    assert reported == b"\x00"
-    assert os.waitstatus_to_exitcode(status) == 0
+
+        def child_probes_on_its_own() -> bool:
+            fresh = health.registry is not parent_registry and not prober_threads()
+            # The parent's sockets are the parent's: forget, never close.
+            for connection in connections.all(initialized_only=True):
+                connection.connection = None
+            read_port()  # first routing in the child starts its prober
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(
+                s.last_checked for s in health.registry.statuses()
+            ):
+                time.sleep(0.05)
+            probed = all(s.state == "ok" for s in health.registry.statuses())
+            return fresh and bool(prober_threads()) and probed
+
+        assert in_forked_child(child_probes_on_its_own)
+
+
+def in_forked_child(check: Callable[[], bool]) -> bool:
+    """Whether ``check()``, run in a child forked now, returned True (the
+    child reports through a pipe, and exits without running anything else)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            code = 0 if check() else 2
+        finally:
+            os.write(write_end, bytes([code]))
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = pipe.read(1)
+    _, status = os.waitpid(pid, 0)
+    return reported == b"\x00" and os.waitstatus_to_exitcode(status) == 0
 
 
 def select_1(cursor) -> tuple[int]:
@@ -517,35 +527,27 @@ def test_a_forked_child_closes_its_copies_of_the_probe_sockets_and_the_parent_pr
     probes = dict(health.registry._connections)
     drivers = {alias: kept.wrapper.connection for alias, kept in probes.items()}
     fds = [driver.fileno() for driver in drivers.values()]
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports through the pipe
-        code = 1
-        try:
-            gc.collect()  # nothing inherited may end the parent's sessions
 
-            def closed(fd: int) -> bool:
-                try:
-                    os.fstat(fd)
-                except OSError as error:
-                    return error.errno == errno.EBADF
-                return False
+    def inherited_sockets_closed() -> bool:
+        gc.collect()  # nothing inherited may end the parent's sessions
 
-            code = 0 if all(closed(fd) for fd in fds) else 2
-        finally:
-            os.write(write_end, bytes([code]))
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        reported = pipe.read(1)
-    _, status = os.waitpid(pid, 0)
+        def closed(fd: int) -> bool:
+            try:
+                os.fstat(fd)
+            except OSError as error:
+                return error.errno == errno.EBADF
+            return False
+
+        return all(closed(fd) for fd in fds)
+
+    child_saw_them_closed = in_forked_child(inherited_sockets_closed)
     # Over the very connections the child had: a session the child had ended
     # would fail here (the server reads its messages in order).
     answers = {alias: kept.run(select_1) for alias, kept in probes.items()}
     statuses = probe()
 
     assert sorted(probes) == ["default", *REPLICAS]
-    assert (reported, os.waitstatus_to_exitcode(status)) == (b"\x00", 0)
+    assert child_saw_them_closed
     assert answers == dict.fromkeys(probes, (1,))
     assert {alias: kept.wrapper.connection for alias, kept in probes.items()} == drivers
     assert health.registry._connections == probes

@@ -34,6 +34,7 @@ from django.test import Client, override_settings
 from multidb import health, replicas
 from multidb.positions import parse_lsn
 from tests.cluster import Cluster
+from tests.conftest import at_once
 from tests.postgres.conftest import node_of
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -367,18 +368,7 @@ def test_concurrent_health_requests_with_a_frozen_replica_share_one_probe_round(
 ):
     with override_settings(MULTIDB_HEALTH_CHECK_TIMEOUT=1):
         faults.freeze("replica2")
-        barrier = threading.Barrier(8)
-        bodies: list[dict[str, object]] = []
-
-        def get() -> None:
-            barrier.wait()
-            bodies.append(Client().get("/health/db/").json())
-
-        threads = [threading.Thread(target=get) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        bodies = at_once(lambda: Client().get("/health/db/").json(), threads=8)
 
     assert len(bodies) == 8
     assert {body["replicas"][1]["state"] for body in bodies} == {"down"}
