@@ -352,7 +352,7 @@ def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
         {
             "tokens.sign(position)": lambda: tokens.sign(0x16_B374_D848),
             "tokens.pin_for(token), next request": lambda: tokens.pin_for(token),
-            "tokens.sign_time(), a POST that sent no query": tokens.sign_time,
+            "tokens.sign_time() (POST, no query)": tokens.sign_time,
             "SELECT 1, SQLite in-memory": select_one,
         },
         rounds,
