@@ -112,7 +112,7 @@ def candidates() -> list[tuple[str, str, Setup]]:
     from django.contrib.auth.models import User
     from django.db import connections, transaction
 
-    from multidb import PinningReplicaRouter, replicas
+    from multidb import PinningReplicaRouter, rotation
     from multidb import pinning as ours_pinning
 
     connections["default"].ensure_connection()
@@ -153,7 +153,7 @@ def candidates() -> list[tuple[str, str, Setup]]:
     ) -> Setup:
         def setup() -> Call:
             use_replicas(aliases)
-            replicas.rotation()  # built: the registry is warm
+            rotation.rotation()  # built: the registry is warm
             ours_pinning._scope.set(ours_pinning._ROOT)
             if state == "unpinned":
                 pass

@@ -22,8 +22,10 @@ from django.db import connections
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_DB_ALIAS, Settings, conf, replica_weights
+from .middleware import PinningRouterMiddleware
 from .positions import adapter
-from .replicas import smooth_sequence
+from .rotation import smooth_sequence
+from .routers import PinningReplicaRouter
 from .tokens import MAX_COOKIE_SECONDS
 
 MIDDLEWARE_PATH = "multidb.middleware.PinningRouterMiddleware"
@@ -427,9 +429,6 @@ def _writer_index(classes: list[type | None], path: str) -> int | None:
 
 
 def check_router_and_middleware() -> list[CheckMessage]:
-    from .middleware import PinningRouterMiddleware
-    from .routers import PinningReplicaRouter
-
     routers = _classes(getattr(settings, "DATABASE_ROUTERS", ()))
     middleware = _classes(getattr(settings, "MIDDLEWARE", None) or ())
     has_router = _index(routers, PinningReplicaRouter) is not None

@@ -4,7 +4,7 @@ A background thread (one per process, started on first use, restarted after
 ``fork``) probes the primary and every replica each
 ``MULTIDB_HEALTH_CHECK_INTERVAL`` seconds over connections of its own.  A
 replica that is unreachable, promoted, or behind by more than the lag limits
-leaves the rotation (``multidb.replicas.exclude``) and comes back after the
+leaves the rotation (``multidb.rotation.exclude``) and comes back after the
 next good probe.  Routing itself never waits for a probe.
 """
 
@@ -15,7 +15,6 @@ import copy
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -25,14 +24,12 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeVar
 
-from django.core.signals import got_request_exception
-from django.db import InterfaceError, OperationalError, connections
+from django.db import connections
 from django.db.utils import load_backend
-from django.dispatch import Signal, receiver
+from django.dispatch import Signal
 
-from . import reconnect, replicas, signals
+from . import reconnect, rotation, signals
 from .conf import DEFAULT_DB_ALIAS, conf, under_test_runner
-from .pinning import current_request
 from .positions import ReplicaState, adapter, format_lsn, parse_lsn
 
 logger = logging.getLogger("multidb")
@@ -296,7 +293,7 @@ class Registry:
         if not isinstance(result, ReplicaState):
             return DatabaseStatus(
                 alias, "replica", DOWN, reachable=False, last_checked=checked,
-                reason=_describe(result),
+                reason=describe(result),
             )  # fmt: skip
         if not result.is_replica:
             return DatabaseStatus(
@@ -400,9 +397,9 @@ class Registry:
                 for alias, status in self._statuses.items()
                 if status.role == "replica" and not status.usable
             }
-        replicas.exclude(unusable)
+        rotation.exclude(unusable)
         configured = [
-            alias for alias, weight in replicas.configured().items() if weight
+            alias for alias, weight in rotation.configured().items() if weight
         ]
         none_usable = bool(configured) and set(configured) <= unusable
         if none_usable == self._none_usable:
@@ -418,7 +415,7 @@ class Registry:
 
     def report_failure(self, alias: str, reason: str) -> None:
         """Take ``alias`` out of rotation now, and probe it again at once."""
-        if alias not in replicas.configured() or conf.HEALTH_CHECK_INTERVAL is None:
+        if alias not in rotation.configured() or conf.HEALTH_CHECK_INTERVAL is None:
             return
         with self._lock:
             previous = self._statuses.get(alias)
@@ -486,7 +483,7 @@ def _fresh(statuses: list[DatabaseStatus], max_age: float) -> bool:
 
 
 def _databases() -> list[tuple[str, str]]:
-    aliases = [alias for alias in replicas.configured() if alias != DEFAULT_DB_ALIAS]
+    aliases = [alias for alias in rotation.configured() if alias != DEFAULT_DB_ALIAS]
     return [(DEFAULT_DB_ALIAS, "primary")] + [(alias, "replica") for alias in aliases]
 
 
@@ -499,7 +496,7 @@ def _forbidden(result: Any) -> bool:
     )
 
 
-def _describe(error: Any) -> str:
+def describe(error: Any) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")
 
@@ -512,7 +509,7 @@ def _primary_status(result: Any, checked: datetime) -> DatabaseStatus:
     if isinstance(result, BaseException):
         return DatabaseStatus(
             DEFAULT_DB_ALIAS, "primary", DOWN, reachable=False, last_checked=checked,
-            reason=_describe(result),
+            reason=describe(result),
         )  # fmt: skip
     return DatabaseStatus(
         DEFAULT_DB_ALIAS, "primary", OK, reachable=True, is_replica=False,
@@ -616,6 +613,7 @@ registry = Registry()
 _worker = _Worker()
 
 ensure_started = _worker.ensure_started
+rotation.on_rebuild.append(ensure_started)
 
 
 def probe_now() -> list[DatabaseStatus]:
@@ -646,32 +644,7 @@ def _after_fork_in_child() -> None:
     for connection in list(parents._connections.values()):
         connection.abandon()
         _inherited.append(connection)
-    replicas.after_fork()
 
 
 if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _connection_error(error: BaseException | None) -> bool:
-    """Whether ``error`` says a server could not be reached or went away.
-
-    A deadlock or a lock timeout on the primary is an ``OperationalError``
-    too; SQLSTATE tells them apart where the driver gives one.
-    """
-    if not isinstance(error, (OperationalError, InterfaceError)):
-        return False
-    sqlstate = getattr(error.__cause__, "sqlstate", None)
-    return sqlstate is None or sqlstate.startswith(("08", "57P"))
-
-
-@receiver(got_request_exception)
-def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
-    """A request died on a database error: suspect the replica it read from."""
-    error = sys.exc_info()[1]
-    state = current_request()
-    if state is None or not _connection_error(error):
-        return
-    alias = state.alias
-    if alias != DEFAULT_DB_ALIAS:
-        registry.report_failure(alias, _describe(error))

@@ -5,21 +5,25 @@ for it (but one, for the position query, after a write).  Each request runs
 in a fresh routing scope that is reset in ``finally``; a write anywhere in
 the request pins the rest of it, and the response carries the pin cookie: a
 signed token of the primary's position (see ``multidb.tokens``), or the
-legacy ``y`` where the primary has no positions.
+legacy ``y`` where the primary has no positions.  A request that dies on a
+connection error takes the replica it read from out of rotation.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
-from django.db import connections
+from django.core.signals import got_request_exception
+from django.db import InterfaceError, OperationalError, connections
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
-from . import tokens
+from . import health, tokens
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import RequestState, begin_request, current_request, end_request
 
@@ -251,3 +255,30 @@ class PinningRouterMiddleware:
             value = _cookie_value(request, response, state)
             _set_cookie(response, value or tokens.position_token())
         return response
+
+
+# --- blaming a replica for a failed request ------------------------------------
+
+
+def _connection_error(error: BaseException | None) -> bool:
+    """Whether ``error`` says a server could not be reached or went away.
+
+    A deadlock or a lock timeout on the primary is an ``OperationalError``
+    too; SQLSTATE tells them apart where the driver gives one.
+    """
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return False
+    sqlstate = getattr(error.__cause__, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+
+
+@receiver(got_request_exception, dispatch_uid="multidb.middleware")
+def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
+    """A request died on a database error: suspect the replica it read from."""
+    error = sys.exc_info()[1]
+    state = current_request()
+    if state is None or not _connection_error(error):
+        return
+    alias = state.alias
+    if alias != DEFAULT_DB_ALIAS:
+        health.registry.report_failure(alias, health.describe(error))

@@ -1,4 +1,6 @@
-"""Where reads go: the per-context pin state, and the blocks that override it.
+"""The per-context pin state, and the blocks that override it.
+
+``multidb.routers`` reads this state to decide where each query goes.
 
 State lives in one ``ContextVar`` holding an immutable :class:`Scope`.  A
 ``ContextVar`` (not a thread-local) is what makes the state follow a request
@@ -13,8 +15,6 @@ runs: a write anywhere in the request must pin the rest of it.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -22,10 +22,9 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
-from django.db import connections
 from django.db.backends.signals import connection_created
 
-from . import mirrors, replicas
+from . import rotation
 from .conf import DEFAULT_DB_ALIAS
 
 __all__ = [
@@ -42,7 +41,7 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class RequestState(replicas.Sticky):
+class RequestState(rotation.Sticky):
     """What one request has done so far; shared by all the code it runs.
 
     It is also the holder of the replica the request reads from (a
@@ -109,7 +108,7 @@ class Scope:
     def __init__(
         self,
         primary: bool = False,
-        replica: replicas.Sticky | _Fixed | None = None,
+        replica: rotation.Sticky | _Fixed | None = None,
         request: RequestState | None = None,
         parent: Scope | None = None,
         unpinned: bool = False,
@@ -136,188 +135,8 @@ class Scope:
 
 _ROOT = Scope()
 _scope: ContextVar[Scope] = ContextVar("multidb_scope", default=_ROOT)
-_get_scope = _scope.get
-
-
-# --- the routing decision (the hot path) -----------------------------------
-#
-# ``connections["default"]`` costs about a microsecond (asgiref's Local takes
-# a lock), more than the rest of a routing decision together.  So the
-# transaction check reads the thread-local storage behind it directly, once
-# ``primary_connection`` has found that storage.  In a thread running an event
-# loop that storage holds no connections (asgiref keeps them in a context
-# variable there), and no transaction can be open there anyway.
-
-
-class _NotFound:
-    """Stands in for the storage until it is found; has no connections."""
-
-
-_primary_storage: Any = _NotFound()
-
-
-class _Unknown:
-    """Stands in for a connection not found on the fast path: let
-    ``app_in_atomic()`` find the real one."""
-
-    in_atomic_block = True
-    #: Never a request's view block.
-    atomic_blocks = [object()]
-
-
-_UNKNOWN = _Unknown()
-
-
-def primary_connection() -> Any:
-    """This context's connection to the primary, or None if it has none yet."""
-    global _primary_storage
-    local = connections._connections  # type: ignore[attr-defined]
-    storage = getattr(local, "_storage", None)
-    if type(storage) is threading.local:
-        _primary_storage = storage
-    if asyncio._get_running_loop() is not None:
-        # On an event loop's thread, ``connections[...]`` would create a
-        # connection in a context variable of a new thread-local: under WSGI
-        # (a new loop thread per async view) both leak into the worker
-        # thread's context at every request.  One that does not exist yet is
-        # in no transaction.
-        return getattr(local, DEFAULT_DB_ALIAS, None)
-    return connections[DEFAULT_DB_ALIAS]
-
-
-def in_app_atomic(connection: Any, request: RequestState | None) -> bool:
-    """Whether ``connection`` is inside an ``atomic()`` the application opened.
-
-    The blocks Django opens itself do not count: those of a ``TestCase``
-    (marked ``_from_testcase``) and the one around an ``ATOMIC_REQUESTS``
-    view, which is the first other block once the middleware has seen that
-    the view is atomic.  Reads in them route as without them, as in
-    django-multidb-router; a write in them still pins the request.
-    """
-    if not connection.in_atomic_block:
-        return False
-    blocks = connection.atomic_blocks
-    view_block = request.view_block if request is not None else None
-    if view_block is not None and blocks[-1] is view_block:
-        # The common case under ATOMIC_REQUESTS.  Every block below the
-        # view's is a TestCase's: the view's block is the first other one.
-        return False
-    for block in blocks:
-        if block._from_testcase:
-            mirrors.share(connection)
-            continue
-        if block is view_block:
-            continue
-        if view_block is None and request is not None and request.atomic_view:
-            request.view_block = view_block = block
-            continue
-        return True
-    return False
-
-
-def route_read(router: object, model: object, **hints: object) -> str:
-    """``PinningReplicaRouter.db_for_read``: the alias a read goes to.
-
-    It is the router method itself, not called by it, and inlines the
-    common case (free to read a replica, no transaction), because Django
-    calls it for every query.
-    """
-    scope = _get_scope()
-    request = scope.request
-    if scope.free and (request is None or not request.pinned or scope.unpinned):
-        try:
-            connection = _primary_storage.default
-        except AttributeError:  # storage not found yet, or no connection yet
-            connection = _UNKNOWN
-        if request is None:
-            if connection.in_atomic_block and app_in_atomic(None):
-                return DEFAULT_DB_ALIAS
-            return replicas.next_replica()
-        if (
-            connection.in_atomic_block
-            and connection.atomic_blocks[-1] is not request.view_block
-            and app_in_atomic(request)
-        ):
-            return DEFAULT_DB_ALIAS
-        if request.rotation.current:
-            return request.alias
-        return _repick(request)
-    if scope.replica is not None:
-        return scope.replica.pick()
-    if scope.primary or request.pinned is True:  # type: ignore[union-attr]
-        return DEFAULT_DB_ALIAS
-    return _read_alias_after(request)  # type: ignore[arg-type]
-
-
-_after: Callable[[RequestState], str] | None = None
-
-
-def _read_alias_after(request: RequestState) -> str:
-    """Where a read waiting for a position goes: ``multidb.tokens`` decides."""
-    global _after
-    after = _after
-    if after is None:
-        from .tokens import read_alias_after
-
-        after = _after = read_alias_after
-    return after(request)
-
-
-def app_in_atomic(request: RequestState | None = None) -> bool:
-    """Whether this context's connection to the primary is inside an
-    ``atomic()`` the application opened (see ``in_app_atomic``)."""
-    try:
-        connection = _primary_storage.default
-    except AttributeError:
-        connection = None
-    # Through Django on an event loop's thread: the thread may hold a sync
-    # connection in atomic() that is not the one Django uses there.
-    if connection is None or asyncio._get_running_loop() is not None:
-        connection = primary_connection()
-        if connection is None:
-            return False
-    return in_app_atomic(connection, request)
-
-
-def _repick(request: RequestState) -> str:
-    """The request's replica after the rotation changed."""
-    before = request.alias
-    alias = request.pick()
-    if alias != before and request.settled is not None and request.pinned is False:
-        # The replica that had replayed the request's token is gone: the
-        # next one must prove it has too.
-        request.pinned, request.settled = request.settled, None
-        request.checked = False
-        return _read_alias_after(request)
-    return alias
-
-
-def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
-    """``ReplicaRouter.db_for_read``: like ``route_read`` but ignores pins."""
-    scope = _scope.get()
-    if scope.replica is None and app_in_atomic(scope.request):
-        return DEFAULT_DB_ALIAS
-    return replica_alias()
-
-
-def route_write(router: object, model: object, **hints: object) -> str:
-    """``db_for_write``: always the primary; a write pins the rest of the request."""
-    request = _scope.get().request
-    while request is not None:
-        request.wrote = True
-        request.pinned = True
-        request = request.outer
-    return DEFAULT_DB_ALIAS
-
-
-def replica_alias() -> str:
-    """A replica for the current context, ignoring pins and transactions."""
-    scope = _scope.get()
-    if scope.replica is not None:
-        return scope.replica.pick()
-    if scope.request is not None:
-        return scope.request.pick()
-    return replicas.next_replica()
+#: The current context's scope (the routers read it on every query).
+current_scope = _get_scope = _scope.get
 
 
 # --- what reached the primary ------------------------------------------------
@@ -406,7 +225,7 @@ def unpin_this_thread() -> None:
 # --- blocks and decorators -------------------------------------------------
 
 
-class _Override:
+class Override:
     """A context manager that is also a sync-or-async decorator.
 
     The instance holds no state: entering pushes a child scope and exiting
@@ -443,7 +262,7 @@ class _Override:
         return cast(F, inner)
 
 
-class UsePrimaryDB(_Override):
+class UsePrimaryDB(Override):
     """Send reads to the primary: ``with use_primary_db:`` or ``@use_primary_db``."""
 
     def __call__(self, func: F | None = None) -> Any:
@@ -466,7 +285,7 @@ class DeprecatedUseMaster(UsePrimaryDB):
         super().__enter__()
 
 
-class UseReplica(_Override):
+class UseReplica(Override):
     """Send reads to a replica, even in a pinned context.
 
     ``with use_replica:``, ``with use_replica("alias"):``, ``@use_replica``
@@ -482,9 +301,9 @@ class UseReplica(_Override):
         return UseReplica(arg)
 
     def _child(self, scope: Scope) -> Scope:
-        holder: replicas.Sticky | _Fixed
+        holder: rotation.Sticky | _Fixed
         if self.alias is not None:
-            if self.alias not in replicas.configured():
+            if self.alias not in rotation.configured():
                 raise ValueError(
                     f"use_replica({self.alias!r}): {self.alias!r} is not in "
                     "REPLICA_DATABASES. Add it there, or call use_replica() "
@@ -494,7 +313,7 @@ class UseReplica(_Override):
         elif scope.request is not None:
             holder = scope.request
         else:
-            holder = replicas.Sticky()
+            holder = rotation.Sticky()
         return Scope(False, holder, scope.request, scope)
 
 

@@ -1,15 +1,15 @@
-"""Read-your-writes by position: signed tokens and the reads that wait for them.
+"""Read-your-writes by position: signing and reading tokens.
 
 After a write, the primary's position (PostgreSQL: its WAL LSN) goes into
 the pin cookie as a signed token.  A later read carrying that token may use
 any replica that has replayed the position, and goes to the primary only
-while none has.  Anything that is not a valid token pins by time instead,
-exactly as django-multidb-router 0.11 did, so nothing is less safe than it.
+while none has (``multidb.routers.read_alias_after`` decides).  Anything
+that is not a valid token pins by time instead, exactly as
+django-multidb-router 0.11 did, so nothing is less safe than it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import binascii
 import functools
 import logging
@@ -20,16 +20,14 @@ from typing import Any, Final
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
-from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db import DatabaseError, connections
 from django.utils.crypto import salted_hmac
 
-from . import health, replicas
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import (
+    Override,
     RequestState,
     Scope,
-    _Override,
-    app_in_atomic,
     current_request,
 )
 from .positions import adapter
@@ -236,65 +234,6 @@ def position_token() -> str:
     return sign_time() if position is None else sign(position)
 
 
-def replay_position(alias: str) -> int | None:
-    """How far replica ``alias`` has replayed, asked over its connection."""
-    connection = connections[alias]
-    try:
-        with connection.cursor() as cursor:
-            state = adapter(connection.vendor).replica_state(cursor)
-    except DatabaseError as error:
-        if isinstance(error, (OperationalError, InterfaceError)):
-            health.registry.report_failure(alias, f"{type(error).__name__}: {error}")
-        return None
-    return state.replay_position if state.is_replica else None
-
-
-def _known_positions() -> dict[str, int]:
-    # Through the module: a forked child gets a registry of its own.
-    return health.registry.replay_positions()
-
-
-def read_alias_after(request: RequestState) -> str:
-    """Where a read goes when ``request`` waits for a position.
-
-    A replica the health prober has already seen past the position is used
-    without a query; otherwise one replica is asked, once per request (the
-    one the prober last saw furthest ahead, else the request's own), and the
-    read goes to the primary if it has not caught up.
-    """
-    position = request.pinned
-    if app_in_atomic(request):
-        return DEFAULT_DB_ALIAS
-    current = replicas.rotation()
-    known = _known_positions()
-    # The request's own replica first (picked in rotation, as any request
-    # picks one), so that token reads spread over the replicas that have
-    # replayed the token instead of all going to the first one by name.
-    for alias in (request.pick(), *sorted(current.usable)):
-        if alias in current.usable and known.get(alias, -1) >= position:
-            return _settle(request, alias, current, position)
-    if request.checked or _on_event_loop():
-        # Django forbids queries on an event loop's thread (``QuerySet.db``
-        # in an async view): read the primary, and leave the one check to a
-        # read in a worker thread.
-        return DEFAULT_DB_ALIAS
-    request.checked = True
-    own = request.pick()
-    if own == DEFAULT_DB_ALIAS:
-        return own
-    # A paused or delayed replica is behind in the prober's last view too:
-    # ask the one most likely to have the write.
-    alias = max(current.usable, key=lambda a: (known.get(a, -1), a == own))
-    replayed = replay_position(alias)
-    if replayed is not None and replayed >= position:
-        return _settle(request, alias, current, position)
-    return DEFAULT_DB_ALIAS
-
-
-def _on_event_loop() -> bool:
-    return asyncio._get_running_loop() is not None
-
-
 def stricter(a: bool | int, b: bool | int) -> bool | int:
     """The pin that keeps reads at least as fresh as both ``a`` and ``b``."""
     if a is True or b is True:
@@ -304,22 +243,6 @@ def stricter(a: bool | int, b: bool | int) -> bool | int:
     if b is False:
         return a
     return max(a, b)
-
-
-def _settle(
-    request: RequestState, alias: str, current: replicas.Rotation, position: int
-) -> str:
-    """Let ``request`` read ``alias``, which has replayed ``position``."""
-    pinned = request.pinned
-    if type(pinned) is not int or pinned != position:
-        # The pin changed while the replica was being asked: another thread
-        # of the same request wrote, and that write pins the rest of it.
-        return DEFAULT_DB_ALIAS
-    request.settled = position
-    request.pinned = False
-    request.alias = alias
-    request.rotation = current
-    return alias
 
 
 def write_token() -> str | None:
@@ -342,7 +265,7 @@ async def awrite_token() -> str | None:
     return await sync_to_async(write_token)()
 
 
-class ReadAfter(_Override):
+class ReadAfter(Override):
     """Read only what has replayed ``token``: a replica that has, else the primary.
 
     ``with read_after(token):`` or ``@read_after(token)`` on a sync or async

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, TypeVar
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from multidb import health, pinning, replicas, signals
+from multidb import health, pinning, rotation, signals
 from multidb.conf import conf
 from tests.app import routers
 
@@ -44,11 +44,11 @@ hypothesis_settings.load_profile(hypothesis_profile(os.environ))
 def _fresh_routing_state() -> Iterator[None]:
     """Each test starts unpinned, with a fresh rotation, and no recorded decisions."""
     token = pinning._scope.set(pinning._ROOT)
-    replicas._invalidate()
+    rotation._invalidate()
     routers.decisions.clear()
     yield
     pinning._scope.reset(token)
-    replicas._invalidate()
+    rotation._invalidate()
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def _fresh_health_state() -> Iterator[None]:
     # A probe stuck on a frozen server ends once the server is thawed.
     wait_until(lambda: not health.registry._in_flight, 15, "probes still in flight")
     forget(health.registry)
-    replicas.exclude(())
+    rotation.exclude(())
 
 
 def forget(registry: health.Registry) -> None:

@@ -27,7 +27,7 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 import multidb
-from multidb import PinningReplicaRouter, health, replicas, use_primary_db
+from multidb import PinningReplicaRouter, health, rotation, use_primary_db
 from multidb.health import HISTORY, DatabaseStatus
 from multidb.positions import ReplicaState
 from tests.app.models import Item
@@ -103,7 +103,7 @@ def test_a_status_record_cannot_be_changed():
     ],
 )  # fmt: skip
 def test_a_failure_is_described_by_its_type_and_first_line(error, described):
-    assert health._describe(error) == described
+    assert health.describe(error) == described
 
 
 # --- before and after a probe ------------------------------------------------
@@ -186,7 +186,7 @@ def test_a_replica_missing_from_databases_is_down_and_the_others_are_not(
     replica_signals,
 ):
     statuses = by_alias(health.registry.probe())
-    usable = replicas.rotation().usable
+    usable = rotation.rotation().usable
 
     assert (statuses["ghost"].state, statuses["ghost"].reason) == (
         "down", "KeyError: 'ghost'",
@@ -202,7 +202,7 @@ def test_a_probe_that_does_not_apply_reports_but_leaves_the_rotation():
     statuses = by_alias(health.registry.probe(apply=False))
 
     assert statuses["ghost"].state == "down"
-    assert replicas.rotation().usable == {"replica1", "ghost"}
+    assert rotation.rotation().usable == {"replica1", "ghost"}
 
 
 @db
@@ -421,7 +421,7 @@ def test_a_reported_failure_takes_the_replica_out_at_once_signalled_and_logged_o
         "down", False, "OperationalError: gone",
     )  # fmt: skip
     assert status.last_checked is not None
-    assert replicas.rotation().usable == {"replica2"}
+    assert rotation.rotation().usable == {"replica2"}
     assert replica_signals == [
         ("replica_down", "replica1", "OperationalError: gone", "MainThread")
     ]
@@ -438,7 +438,7 @@ def test_a_reported_failure_of_an_alias_that_is_no_replica_changes_nothing(
         health.registry.report_failure("elsewhere", "OperationalError: not ours")
 
     assert {s.state for s in health.registry.statuses()} == {"unknown"}
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert replica_signals == []
 
 
@@ -448,7 +448,7 @@ def test_with_health_checks_off_a_reported_failure_changes_nothing(replica_signa
     health.registry.report_failure("replica1", "OperationalError: gone")
 
     assert {s.state for s in health.registry.statuses()} == {"unknown"}
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert replica_signals == []
 
 
@@ -462,7 +462,7 @@ def test_a_probe_that_finds_a_reported_replica_fine_puts_it_back_with_replica_up
 
     health.registry.probe()
 
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert [(e.signal, e.alias, e.reason) for e in replica_signals] == [
         ("replica_down", "replica1", "OperationalError: gone"),
         ("replica_up", "replica1", "was down"),
@@ -493,7 +493,7 @@ def test_a_signal_receiver_that_raises_neither_fails_the_report_nor_keeps_the_re
         health.registry.report_failure("replica1", "OperationalError: gone")
 
     assert raising_receiver == ["replica1"]
-    assert replicas.rotation().usable == {"replica2"}
+    assert rotation.rotation().usable == {"replica2"}
     # Other receivers still hear of it.
     assert [(e.signal, e.alias) for e in replica_signals] == [
         ("replica_down", "replica1")
@@ -510,7 +510,7 @@ def test_a_signal_receiver_that_raises_does_not_fail_a_probe_round(raising_recei
 
         assert statuses["ghost"].state == "down"
         assert raising_receiver == ["ghost"]
-        assert replicas.rotation().usable == {"replica1"}
+        assert rotation.rotation().usable == {"replica1"}
 
 
 @db
@@ -534,7 +534,7 @@ def test_a_probe_round_never_overwrites_a_failure_reported_while_it_ran(
     assert statuses["replica1"].state == "down"
     assert by_alias(health.registry.statuses())["replica1"].state == "down"
     assert statuses["replica2"].state == "ok"
-    assert replicas.rotation().usable == {"replica2"}
+    assert rotation.rotation().usable == {"replica2"}
     assert [(e.signal, e.alias) for e in replica_signals] == [
         ("replica_down", "replica1")
     ]
@@ -602,7 +602,7 @@ def test_with_health_checks_off_no_prober_starts():
     assert health.conf.HEALTH_CHECK_INTERVAL is None
 
     health.ensure_started()
-    replicas.rotation()
+    rotation.rotation()
 
     assert prober_threads() == []
 
@@ -611,10 +611,10 @@ def test_with_health_checks_off_no_prober_starts():
 def test_the_prober_starts_on_the_first_rotation_and_only_once(wait_until):
     with override_settings(**CHECKS_ON):
         before = prober_threads()
-        replicas.rotation()
+        rotation.rotation()
         started = prober_threads()
-        replicas._invalidate()
-        replicas.rotation()
+        rotation._invalidate()
+        rotation.rotation()
         health.ensure_started()
         again = prober_threads()
         wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
@@ -749,9 +749,9 @@ def test_after_fork_the_child_starts_over_and_runs_a_prober_of_its_own(wait_unti
             health._after_fork_in_child()
             child = health.registry
             child_statuses = child.statuses()
-            rotation_dropped = replicas._rotation is None
+            rotation_dropped = rotation._rotation is None
             prober_before = health._worker._thread
-            replicas.rotation()
+            rotation.rotation()
             wait_until(lambda: all(s.state == "ok" for s in child.statuses()))
         stop_prober()
         forget(child)
@@ -840,7 +840,7 @@ def replica_reads(decisions) -> list[str]:
 def test_a_database_error_in_a_request_reports_the_replica_the_request_read(
     replica_signals, decisions
 ):
-    replicas.rotation()  # built before: no prober starts during the test
+    rotation.rotation()  # built before: no prober starts during the test
     with in_these_views:
         response = Client(raise_request_exception=False).get("/missing/")
         statuses = by_alias(multidb.replica_status())
@@ -852,7 +852,7 @@ def test_a_database_error_in_a_request_reports_the_replica_the_request_read(
         ("replica_down", read, "OperationalError: no such table: multidb_no_such_table")
     ]
     assert (statuses[read].state, statuses[other].state) == ("down", "unknown")
-    assert replicas.rotation().usable == {other}
+    assert rotation.rotation().usable == {other}
 
 
 @db
@@ -860,7 +860,7 @@ def test_a_database_error_in_a_request_reports_the_replica_the_request_read(
 async def test_a_database_error_in_an_async_view_reports_the_replica_too(
     replica_signals, decisions
 ):
-    replicas.rotation()
+    rotation.rotation()
     with in_these_views:
         response = await AsyncClient(raise_request_exception=False).get(
             "/async-missing/"
@@ -876,20 +876,20 @@ async def test_a_database_error_in_an_async_view_reports_the_replica_too(
 def test_an_error_that_does_not_implicate_a_replica_reports_nothing(
     replica_signals, url
 ):
-    replicas.rotation()
+    rotation.rotation()
     with in_these_views:
         response = Client(raise_request_exception=False).get(url)
 
     assert response.status_code == 500
     assert replica_signals == []
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
 
 
 @db
 def test_without_the_middleware_a_database_error_reports_nothing(
     replica_signals, decisions
 ):
-    replicas.rotation()
+    rotation.rotation()
     with in_these_views, override_settings(MIDDLEWARE=[]):
         response = Client(raise_request_exception=False).get("/missing/")
 
@@ -918,7 +918,7 @@ class _DriverError(Exception):
 def test_only_connection_errors_blame_a_replica(sqlstate, blamed):
     from django.db import OperationalError
 
-    from multidb.health import _connection_error
+    from multidb.middleware import _connection_error
 
     error = OperationalError("boom")
     error.__cause__ = _DriverError(sqlstate)
@@ -928,7 +928,7 @@ def test_only_connection_errors_blame_a_replica(sqlstate, blamed):
 def test_errors_that_are_not_operational_never_blame_a_replica():
     from django.db import IntegrityError
 
-    from multidb.health import _connection_error
+    from multidb.middleware import _connection_error
 
     assert _connection_error(IntegrityError("duplicate")) is False
     assert _connection_error(None) is False

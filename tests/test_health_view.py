@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from django.test import Client, override_settings
 
-from multidb import health, replicas
+from multidb import health, rotation
 
 db = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -147,7 +147,7 @@ def test_with_health_checks_off_the_views_probe_leaves_the_rotation_alone():
     body = get().json()
 
     assert body["replicas"][1]["state"] == "down"
-    assert replicas.rotation().usable == {"replica1", "ghost"}
+    assert rotation.rotation().usable == {"replica1", "ghost"}
 
 
 @db
@@ -157,7 +157,7 @@ def test_with_health_checks_on_the_views_probe_updates_the_rotation():
         body = get().json()
 
     assert body["replicas"][1]["state"] == "down"
-    assert replicas.rotation().usable == {"replica1"}
+    assert rotation.rotation().usable == {"replica1"}
 
 
 # --- who sees the details ------------------------------------------------------

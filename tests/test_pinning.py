@@ -19,7 +19,7 @@ import pytest
 from django.db import connections, router, transaction
 from django.http import HttpResponse
 
-from multidb import pinning, replicas
+from multidb import pinning, rotation, routers
 from multidb.pinning import (
     db_write,
     mark_as_write,
@@ -377,7 +377,7 @@ def test_use_replica_in_a_request_shares_the_request_replica():
         assert request_replica in REPLICAS
         assert _reads_in(use_replica) == [request_replica] * 6
         assert _reads_in(use_replica()) == [request_replica] * 6
-        assert pinning.replica_alias() == request_replica
+        assert routers.replica_alias() == request_replica
 
 
 def test_use_replica_in_a_pinned_request_reads_the_request_replica_then_restores():
@@ -568,7 +568,7 @@ def test_a_write_in_a_request_pins_the_rest_of_that_request():
 def test_route_write_in_a_nested_block_pins_the_whole_request():
     with request_scope(False) as request:
         with use_primary_db:
-            pinning.route_write(None, Item)
+            routers.route_write(None, Item)
         assert request.wrote
         assert state() == (True, "primary")
 
@@ -586,7 +586,7 @@ async def test_a_write_in_a_sub_task_pins_the_request_it_belongs_to():
 
 def test_a_write_outside_a_request_pins_nothing():
     assert router.db_for_write(Item) == "default"
-    assert pinning.route_write(None, Item) == "default"
+    assert routers.route_write(None, Item) == "default"
     assert state() == (False, "replica")
     assert pinning.current_request() is None
 
@@ -624,13 +624,13 @@ def test_a_request_reads_from_one_replica_while_free_reads_rotate():
 def test_a_request_moves_off_a_replica_taken_out_of_rotation():
     with request_scope(False):
         first = read()
-        replicas.exclude({first})
+        rotation.exclude({first})
         try:
             second = read()
             assert second in REPLICAS - {first}
             assert {read() for _ in range(4)} == {second}
         finally:
-            replicas.exclude(())
+            rotation.exclude(())
 
 
 # --- transactions on the primary ---------------------------------------------
@@ -638,29 +638,29 @@ def test_a_request_moves_off_a_replica_taken_out_of_rotation():
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_app_in_atomic_tracks_atomic_on_the_primary():
-    assert pinning.app_in_atomic() is False
+    assert routers.app_in_atomic() is False
     with transaction.atomic():
-        assert pinning.app_in_atomic() is True
+        assert routers.app_in_atomic() is True
         assert read() == "default"
         with use_replica("replica1"):
             assert read() == "replica1"  # an explicit replica still wins
-    assert pinning.app_in_atomic() is False
+    assert routers.app_in_atomic() is False
     assert kind(read()) == "replica"
     with transaction.atomic(using="replica1"):
-        assert pinning.app_in_atomic() is False
+        assert routers.app_in_atomic() is False
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_app_in_atomic_from_a_fresh_thread(monkeypatch):
     # Forget the storage found so far, so the fresh thread takes the slow path.
-    monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
 
     def fresh_thread() -> list[object]:
-        seen: list[object] = [pinning.app_in_atomic(), kind(read())]
+        seen: list[object] = [routers.app_in_atomic(), kind(read())]
         try:
             with transaction.atomic():
-                seen += [pinning.app_in_atomic(), read()]
-            seen += [pinning.app_in_atomic(), kind(read())]
+                seen += [routers.app_in_atomic(), read()]
+            seen += [routers.app_in_atomic(), kind(read())]
         finally:
             connections.close_all()
         return seen
@@ -672,7 +672,7 @@ def test_app_in_atomic_from_a_fresh_thread(monkeypatch):
 
 def test_routing_in_a_thread_that_never_opened_a_connection():
     def fresh_thread() -> list[str]:
-        return [kind(pinning.route_read(None, Item)) for _ in range(2)]
+        return [kind(routers.route_read(None, Item)) for _ in range(2)]
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(fresh_thread).result(TIMEOUT) == ["replica"] * 2
@@ -699,7 +699,7 @@ def test_routing_in_an_event_loop_does_not_depend_on_the_fast_path(monkeypatch):
     """An event loop started inside a sync atomic() block (as pytest-asyncio does
     for a non-transactional django_db test) sees a connection that is not in a
     transaction; every read it routes must get the same answer."""
-    monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
 
     async def route_twice() -> list[object]:
         # Django's own answer for this context: its connection is not in atomic().
@@ -712,14 +712,14 @@ def test_routing_in_an_event_loop_does_not_depend_on_the_fast_path(monkeypatch):
 
 
 def test_replica_alias_follows_the_block_then_the_request_then_the_rotation():
-    assert {pinning.replica_alias() for _ in range(4)} == REPLICAS
+    assert {routers.replica_alias() for _ in range(4)} == REPLICAS
     with request_scope(True):
-        request_replica = pinning.replica_alias()
-        assert {pinning.replica_alias() for _ in range(4)} == {request_replica}
+        request_replica = routers.replica_alias()
+        assert {routers.replica_alias() for _ in range(4)} == {request_replica}
         with use_replica("replica2"):
-            assert pinning.replica_alias() == "replica2"
+            assert routers.replica_alias() == "replica2"
         with use_primary_db:  # ignores pins
-            assert pinning.replica_alias() == request_replica
+            assert routers.replica_alias() == request_replica
 
 
 def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
@@ -737,12 +737,12 @@ def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
             assert alias == "default"
             return Connection()
 
-    found = pinning._NotFound()
-    monkeypatch.setattr(pinning, "_primary_storage", found)
-    monkeypatch.setattr(pinning, "connections", Connections())
-    assert pinning.app_in_atomic() is True
+    found = routers._NotFound()
+    monkeypatch.setattr(routers, "_primary_storage", found)
+    monkeypatch.setattr(routers, "connections", Connections())
+    assert routers.app_in_atomic() is True
     assert read() == "default"
-    assert pinning._primary_storage is found
+    assert routers._primary_storage is found
 
 
 def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
@@ -753,24 +753,24 @@ def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
         try:
             with use_primary_db:
                 unpin_this_thread()  # this block reads replicas anyway
-                replicas.exclude({first})
+                rotation.exclude({first})
                 assert read() in REPLICAS - {first}
             assert request.pinned is True
             assert read() == "default"
         finally:
-            replicas.exclude(())
+            rotation.exclude(())
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_a_request_in_a_fresh_thread_inside_atomic_reads_the_primary(monkeypatch):
     # Forget the storage found so far: the fast path cannot see this
     # thread's connection, and must not take that for "no transaction".
-    monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
 
     def fresh_thread() -> list[str]:
         try:
             with request_scope(False), transaction.atomic():
-                monkeypatch.setattr(pinning, "_primary_storage", pinning._NotFound())
+                monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
                 return [read(), read()]
         finally:
             connections.close_all()

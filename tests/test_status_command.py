@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
 
-from multidb import replicas
+from multidb import rotation
 from multidb.health import DatabaseStatus
 from multidb.management.commands.multidb_status import table
 
@@ -109,4 +109,4 @@ def test_multidb_status_strict_fails_on_a_replica_it_cannot_reach_and_names_it()
         "Unusable replicas: ghost. Reads that would go to them go to other "
         "replicas, or to the primary."
     )
-    assert replicas.rotation().usable == {"replica1", "ghost"}  # only reported
+    assert rotation.rotation().usable == {"replica1", "ghost"}  # only reported

@@ -17,7 +17,7 @@ from django.test import TestCase, TransactionTestCase, override_settings
 from django.test.testcases import DatabaseOperationForbidden
 
 import multidb
-from multidb import health, replicas
+from multidb import health, rotation
 from multidb.conf import _clear_cache, conf
 from tests.app.models import Item
 
@@ -93,7 +93,7 @@ def test_a_probe_the_test_forbids_leaves_every_replica_in_rotation():
     statuses = health.registry.probe()
 
     assert {status.state for status in statuses} == {health.UNKNOWN}
-    assert replicas.rotation().usable == REPLICAS
+    assert rotation.rotation().usable == REPLICAS
 
 
 @pytest.mark.django_db(transaction=True, databases="__all__")

@@ -27,7 +27,7 @@ from django.db import connections
 from django.test import Client, override_settings
 
 import multidb
-from multidb import health, replicas
+from multidb import health, rotation
 from multidb.positions import PostgreSQL, ReplicaState, parse_lsn
 from tests.app.models import Item
 from tests.conftest import prober_threads
@@ -130,7 +130,7 @@ def test_after_a_probe_reads_are_spread_over_both_replicas():
 
     seen = [read_port() for _ in range(20)]
 
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert set(seen) == ports(*REPLICAS)
 
 
@@ -224,7 +224,7 @@ def test_a_replica_paused_longer_than_max_lag_leaves_the_rotation_until_it_repla
     assert not lagged.usable
     assert seen == ports("replica2")
     assert back
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert [(e.signal, e.alias) for e in replica_signals] == [
         ("replica_lagging", "replica1"),
         ("replica_up", "replica1"),
@@ -250,7 +250,7 @@ def test_a_replica_more_bytes_behind_than_max_lag_bytes_leaves_the_rotation(
     assert lagged.state == "lagging" and lagged.lag_bytes > 4096
     assert lagged.reason == f"{lagged.lag_bytes} bytes behind the primary (limit 4096)"
     assert seen == ports("replica2")
-    assert replicas.rotation().usable == set(REPLICAS)
+    assert rotation.rotation().usable == set(REPLICAS)
     assert [(e.signal, e.alias) for e in replica_signals] == [
         ("replica_lagging", "replica1"),
         ("replica_up", "replica1"),
@@ -292,13 +292,13 @@ def test_a_connection_failure_in_a_request_takes_the_replica_out_before_any_prob
 ):
     # The first routing starts the prober, which probes once and then sleeps
     # for a minute: what changes after that comes from the failing request.
-    replicas.rotation()
+    rotation.rotation()
     wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
     faults.stop("replica1")
 
     codes = fail_a_request_on("replica1")
     status = {s.alias: s for s in health.registry.statuses()}["replica1"]
-    usable = replicas.rotation().usable
+    usable = rotation.rotation().usable
 
     assert codes[-1] == 500
     assert (status.state, status.reachable) == ("down", False)
@@ -327,9 +327,9 @@ def test_the_prober_starts_on_first_routing_and_takes_a_stopped_replica_out(
         after_routing = prober_threads()
         wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
         faults.stop("replica1")
-        wait_until(lambda: "replica1" not in replicas.rotation().usable)
+        wait_until(lambda: "replica1" not in rotation.rotation().usable)
         faults.start("replica1")
-        wait_until(lambda: "replica1" in replicas.rotation().usable)
+        wait_until(lambda: "replica1" in rotation.rotation().usable)
 
     assert before_routing == []
     assert len(after_routing) == 1
@@ -345,10 +345,10 @@ def test_with_health_checks_off_no_prober_starts_and_a_failing_request_changes_n
     assert settings.MULTIDB_HEALTH_CHECK_INTERVAL is None
     faults.stop("replica1")
 
-    replicas.rotation()  # built on first routing, which would start a prober
+    rotation.rotation()  # built on first routing, which would start a prober
     health.ensure_started()
     codes = fail_a_request_on("replica1")
-    usable = replicas.rotation().usable
+    usable = rotation.rotation().usable
 
     assert codes[-1] == 500
     assert prober_threads() == []
@@ -454,14 +454,14 @@ def test_forget_closes_the_probe_connections():
 def test_a_statement_timeout_on_the_primary_does_not_take_the_replica_out(
     replica_signals, wait_until
 ):
-    replicas.rotation()
+    rotation.rotation()
     wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
     client = Client(raise_request_exception=False)
 
     response = client.get("/read-then-time-out/")
 
     assert response.status_code == 500
-    assert replicas.rotation().usable == {"replica1", "replica2"}
+    assert rotation.rotation().usable == {"replica1", "replica2"}
     assert replica_signals == []
 
 
@@ -472,7 +472,7 @@ def test_a_forked_worker_probes_with_a_thread_and_connections_of_its_own(
     prober): the child must start its own prober on its first read, and never
     use the parent's probe connections."""
     with override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=0.1):
-        replicas.rotation()
+        rotation.rotation()
         wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
         parent_registry = health.registry
 

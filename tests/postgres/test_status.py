@@ -31,7 +31,7 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import Client, override_settings
 
-from multidb import health, replicas
+from multidb import health, rotation
 from multidb.positions import parse_lsn
 from tests.cluster import Cluster
 from tests.conftest import at_once
@@ -127,7 +127,7 @@ def test_multidb_status_leaves_this_process_rotation_alone(faults):
 
     status()
 
-    assert replicas.rotation().usable == {"replica1", "replica2"}
+    assert rotation.rotation().usable == {"replica1", "replica2"}
 
 
 #: How late replica1 applies WAL in the fresh-process tests, and the lag limit

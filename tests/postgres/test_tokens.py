@@ -878,7 +878,7 @@ def test_a_request_whose_replica_leaves_the_rotation_checks_the_next_one(faults)
     Item.objects.create(name="moved")
     position = tokens.pin_for(multidb.write_token())
     health.probe_now()  # replica1 is past the token, replica2 is not
-    from multidb.replicas import exclude
+    from multidb.rotation import exclude
 
     token = begin_request(position)
     try:

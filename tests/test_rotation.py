@@ -8,15 +8,15 @@ import pytest
 from django.conf import settings
 from django.test import override_settings
 
-from multidb import PinningReplicaRouter, ReplicaRouter, replicas, use_replica
+from multidb import PinningReplicaRouter, ReplicaRouter, rotation, use_replica
 from multidb.conf import replica_weights
-from multidb.replicas import MAX_ROTATION_LENGTH, Rotation, Sticky, smooth_sequence
+from multidb.rotation import MAX_ROTATION_LENGTH, Rotation, Sticky, smooth_sequence
 
 
 @pytest.fixture(autouse=True)
 def _restore_exclusions():
     yield
-    replicas.exclude(())
+    rotation.exclude(())
 
 
 def reads(count, router=None):
@@ -177,25 +177,25 @@ def test_tuple_replica_databases_is_accepted():
     ],
 )
 def test_rotation_starts_at_a_random_point(monkeypatch, offset, expected):
-    monkeypatch.setattr(replicas._random, "randrange", lambda n: offset)
+    monkeypatch.setattr(rotation._random, "randrange", lambda n: offset)
     assert reads(3) == expected
 
 
 def test_rotation_is_built_once_and_cached():
-    first = replicas.rotation()
-    assert replicas.rotation() is first
+    first = rotation.rotation()
+    assert rotation.rotation() is first
     assert first.current
     assert first.weights == {"replica1": 1, "replica2": 1}
     assert first.usable == {"replica1", "replica2"}
 
 
 def test_next_replica_is_rebound_to_the_rotation_iterator():
-    replicas.next_replica()
-    assert replicas.next_replica is replicas.rotation().next
+    rotation.next_replica()
+    assert rotation.next_replica is rotation.rotation().next
 
 
 def test_rotation_is_rebuilt_when_replica_databases_changes():
-    before = replicas.rotation()
+    before = rotation.rotation()
     assert set(reads(4)) == {"replica1", "replica2"}
     with override_settings(REPLICA_DATABASES=["replica2"]):
         assert not before.current
@@ -204,16 +204,16 @@ def test_rotation_is_rebuilt_when_replica_databases_changes():
 
 
 def test_rotation_is_rebuilt_when_slave_databases_changes():
-    before = replicas.rotation()
+    before = rotation.rotation()
     with override_settings(SLAVE_DATABASES=["replica2"]):
         assert not before.current
-        assert replicas.rotation() is not before
+        assert rotation.rotation() is not before
 
 
 def test_rotation_survives_unrelated_setting_changes():
-    before = replicas.rotation()
+    before = rotation.rotation()
     with override_settings(MULTIDB_PINNING_SECONDS=1):
-        assert replicas.rotation() is before
+        assert rotation.rotation() is before
     assert before.current
 
 
@@ -234,7 +234,7 @@ def test_routing_never_mutates_settings_databases():
         reads(5, ReplicaRouter())
         with use_replica("replica2"):
             reads(2)
-        replicas.exclude(["replica1"])
+        rotation.exclude(["replica1"])
         reads(2)
         assert snapshot == settings.DATABASES
 
@@ -243,41 +243,41 @@ def test_routing_never_mutates_settings_databases():
 
 
 def test_exclude_takes_replicas_out_of_rotation_and_puts_them_back():
-    replicas.exclude(["replica1"])
+    rotation.exclude(["replica1"])
     assert set(reads(6)) == {"replica2"}
-    replicas.exclude([])
+    rotation.exclude([])
     assert set(reads(6)) == {"replica1", "replica2"}
 
 
 def test_excluding_every_replica_sends_reads_to_default():
-    replicas.exclude(["replica1", "replica2"])
+    rotation.exclude(["replica1", "replica2"])
     assert set(reads(4)) == {"default"}
 
 
 def test_exclude_replaces_the_previous_exclusions():
-    replicas.exclude(["replica1"])
-    replicas.exclude(["replica2"])
+    rotation.exclude(["replica1"])
+    rotation.exclude(["replica2"])
     assert set(reads(4)) == {"replica1"}
 
 
 def test_exclude_invalidates_the_current_rotation():
-    before = replicas.rotation()
-    replicas.exclude(["replica2"])
+    before = rotation.rotation()
+    rotation.exclude(["replica2"])
     assert not before.current
-    assert replicas.rotation().usable == {"replica1"}
+    assert rotation.rotation().usable == {"replica1"}
 
 
 def test_excluding_the_same_aliases_again_keeps_the_rotation():
-    replicas.exclude(["replica2"])
-    before = replicas.rotation()
-    replicas.exclude(("replica2",))
-    assert replicas.rotation() is before
+    rotation.exclude(["replica2"])
+    before = rotation.rotation()
+    rotation.exclude(("replica2",))
+    assert rotation.rotation() is before
     assert before.current
 
 
 def test_exclude_during_a_concurrent_rebuild_is_not_lost(monkeypatch):
-    build_sequence = replicas.smooth_sequence
-    excluder = threading.Thread(target=replicas.exclude, args=(["replica1"],))
+    build_sequence = rotation.smooth_sequence
+    excluder = threading.Thread(target=rotation.exclude, args=(["replica1"],))
 
     def sequence_while_another_thread_excludes(weights):
         sequence = build_sequence(weights)
@@ -287,12 +287,12 @@ def test_exclude_during_a_concurrent_rebuild_is_not_lost(monkeypatch):
         return sequence
 
     monkeypatch.setattr(
-        replicas, "smooth_sequence", sequence_while_another_thread_excludes
+        rotation, "smooth_sequence", sequence_while_another_thread_excludes
     )
-    replicas.rotation()
+    rotation.rotation()
     excluder.join()
     monkeypatch.undo()
-    assert "replica1" not in replicas.rotation().usable
+    assert "replica1" not in rotation.rotation().usable
 
 
 # --- Sticky ------------------------------------------------------------------
@@ -304,7 +304,7 @@ def test_sticky_starts_stale_and_picks_a_replica_on_first_use():
     alias = sticky.pick()
     assert alias in {"replica1", "replica2"}
     assert sticky.alias == alias
-    assert sticky.rotation is replicas.rotation()
+    assert sticky.rotation is rotation.rotation()
 
 
 def test_sticky_keeps_its_replica_while_usable():
@@ -317,10 +317,10 @@ def test_sticky_repicks_when_its_replica_is_excluded():
     sticky = Sticky()
     alias = sticky.pick()
     other = ({"replica1", "replica2"} - {alias}).pop()
-    replicas.exclude([alias])
+    rotation.exclude([alias])
     assert not sticky.rotation.current
     assert sticky.pick() == other
-    replicas.exclude([])
+    rotation.exclude([])
     assert sticky.pick() == other
 
 
@@ -329,7 +329,7 @@ def test_stickies_spread_over_the_replicas():
 
 
 def test_sticky_gives_default_when_every_replica_is_excluded():
-    replicas.exclude(["replica1", "replica2"])
+    rotation.exclude(["replica1", "replica2"])
     assert Sticky().pick() == "default"
 
 
@@ -340,22 +340,22 @@ def test_sticky_without_replicas_warns_and_gives_default():
 
 
 def test_configured_reads_replica_databases_as_weights():
-    assert replicas.configured() == {"replica1": 1, "replica2": 1}
+    assert rotation.configured() == {"replica1": 1, "replica2": 1}
     with override_settings(REPLICA_DATABASES={"replica2": 4}):
-        assert replicas.configured() == {"replica2": 4}
+        assert rotation.configured() == {"replica2": 4}
 
 
 def test_building_a_rotation_leaves_the_applications_random_state_alone():
     state = random.getstate()
     for _ in range(5):
-        replicas._invalidate()
-        replicas.rotation()
+        rotation._invalidate()
+        rotation.rotation()
 
     assert random.getstate() == state
 
 
 def test_a_forked_child_draws_its_rotation_start_afresh():
-    before = replicas._random.getstate()
-    replicas.after_fork()
+    before = rotation._random.getstate()
+    rotation.after_fork()
 
-    assert replicas._random.getstate() != before
+    assert rotation._random.getstate() != before

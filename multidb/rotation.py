@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import threading
 import warnings
@@ -105,7 +106,7 @@ def _first_replica() -> str:
 
 #: The next replica alias in rotation, or ``default`` when none can read.
 #: Rebound to the rotation's own iterator on every rebuild, so that a call
-#: costs one C-level ``next()``: always call it as ``replicas.next_replica()``.
+#: costs one C-level ``next()``: always call it as ``rotation.next_replica()``.
 next_replica: Callable[[], str] = _first_replica
 
 
@@ -124,10 +125,14 @@ def _rebuild() -> Rotation:
         next_replica = built.next
     # Rebuilding is rare (first use, settings, health changes): a cheap
     # place to make sure the health prober runs.
-    from .health import ensure_started
-
-    ensure_started()
+    for hook in on_rebuild:
+        hook()
     return built
+
+
+#: Called after every rebuild; ``multidb.health`` adds the start of its
+#: prober (the rotation is below health: it must not import it).
+on_rebuild: list[Callable[[], None]] = []
 
 
 def _invalidate() -> None:
@@ -157,6 +162,10 @@ def after_fork() -> None:
     # Forked workers would otherwise all start the rotation at one replica.
     _random.seed()
     _invalidate()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - absent on Windows only
+    os.register_at_fork(after_in_child=after_fork)
 
 
 class Sticky:
