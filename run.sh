@@ -418,6 +418,7 @@ cmd_check() {
     run_step "$VENV/bin/ruff" check .
     run_step "$VENV/bin/ruff" format --check .
     run_step "$VENV/bin/mypy"
+    run_step "$VENV/bin/lint-imports" --no-cache
     run_step "$VENV/bin/django-admin" check --settings="$SETTINGS" --pythonpath=.
     run_step check_readme
     run_step check_wheel
