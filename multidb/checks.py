@@ -21,7 +21,7 @@ from django.core.checks import Warning as CheckWarning
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULT_DB_ALIAS, Settings, conf, replica_weights
+from .conf import DEFAULT_DB_ALIAS, DEFAULTS, conf, configured, replica_weights
 from .middleware import PinningRouterMiddleware
 from .positions import adapter
 from .rotation import smooth_sequence
@@ -123,11 +123,33 @@ def _test_mirror(alias: str) -> Any:
     return test_settings.get("MIRROR")
 
 
-def _bad_value(name: str, value: Any, expected: str, default: Any) -> Error:
+#: One check ID per setting: whatever is wrong with that setting's value.
+SETTING_IDS = {
+    "MULTIDB_PINNING_COOKIE": "multidb.E004",
+    "MULTIDB_PINNING_SECONDS": "multidb.E005",
+    "MULTIDB_HEALTH_CHECK_TIMEOUT": "multidb.E006",
+    "MULTIDB_HEALTH_CHECK_INTERVAL": "multidb.E007",
+    "MULTIDB_PINNING_COOKIE_SAMESITE": "multidb.E008",
+    "MULTIDB_ENCRYPT_TOKENS": "multidb.E010",
+    "MULTIDB_PINNING_COOKIE_SECURE": "multidb.E011",
+    "MULTIDB_PINNING_COOKIE_HTTPONLY": "multidb.E012",
+    "MULTIDB_PINNING_MODE": "multidb.E013",
+    "MULTIDB_PIN_UNSAFE_METHODS": "multidb.E014",
+    "MULTIDB_PINNING_HEADER": "multidb.E015",
+    "MULTIDB_INVALID_TOKEN": "multidb.E016",
+    "MULTIDB_REPLICA_MAX_LAG": "multidb.E017",
+    "MULTIDB_REPLICA_MAX_LAG_BYTES": "multidb.E018",
+    "MULTIDB_HEALTH_MIN_REPLICAS": "multidb.E019",
+    "MULTIDB_HEALTH_DETAILS": "multidb.E020",
+}
+
+
+def _bad_value(name: str, value: Any, expected: str) -> Error:
     return Error(
         f"{name} must be {expected}, not {value!r}.",
-        hint=f"Set {name} to {expected}, or remove it for the default, {default!r}.",
-        id="multidb.E003",
+        hint=f"Set {name} to {expected}, or remove it for the default, "
+        f"{DEFAULTS[name]!r}.",
+        id=SETTING_IDS[name],
     )
 
 
@@ -152,15 +174,10 @@ def _whole_seconds(value: Any) -> int | None:
 
 def check_pinning_settings() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    cookie = getattr(settings, "MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
+    cookie = configured("MULTIDB_PINNING_COOKIE")
     if not isinstance(cookie, str) or not cookie:
         messages.append(
-            _bad_value(
-                "MULTIDB_PINNING_COOKIE",
-                cookie,
-                "a non-empty string",
-                "multidb_pin_writes",
-            )
+            _bad_value("MULTIDB_PINNING_COOKIE", cookie, "a non-empty string")
         )
     elif not _legal_cookie_name(cookie):
         messages.append(
@@ -174,12 +191,12 @@ def check_pinning_settings() -> list[CheckMessage]:
                 id="multidb.E004",
             )
         )
-    seconds = getattr(settings, "MULTIDB_PINNING_SECONDS", 15)
+    seconds = configured("MULTIDB_PINNING_SECONDS")
     whole_seconds = _whole_seconds(seconds)
     if whole_seconds is None or whole_seconds < 0:
         messages.append(
             _bad_value(
-                "MULTIDB_PINNING_SECONDS", seconds, "a whole number of seconds >= 0", 15
+                "MULTIDB_PINNING_SECONDS", seconds, "a whole number of seconds >= 0"
             )
         )
     elif whole_seconds > MAX_COOKIE_SECONDS:
@@ -193,15 +210,15 @@ def check_pinning_settings() -> list[CheckMessage]:
                 id="multidb.E005",
             )
         )
-    secure = getattr(settings, "MULTIDB_PINNING_COOKIE_SECURE", False)
-    httponly = getattr(settings, "MULTIDB_PINNING_COOKIE_HTTPONLY", False)
+    secure = configured("MULTIDB_PINNING_COOKIE_SECURE")
+    httponly = configured("MULTIDB_PINNING_COOKIE_HTTPONLY")
     for name, value in (
         ("MULTIDB_PINNING_COOKIE_SECURE", secure),
         ("MULTIDB_PINNING_COOKIE_HTTPONLY", httponly),
     ):
         if not isinstance(value, bool):
-            messages.append(_bad_value(name, value, "True or False", False))
-    samesite = getattr(settings, "MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
+            messages.append(_bad_value(name, value, "True or False"))
+    samesite = configured("MULTIDB_PINNING_COOKIE_SAMESITE")
     if samesite not in (None, False) and (
         not isinstance(samesite, str) or samesite.lower() not in _SAMESITE_VALUES
     ):
@@ -210,7 +227,6 @@ def check_pinning_settings() -> list[CheckMessage]:
                 "MULTIDB_PINNING_COOKIE_SAMESITE",
                 samesite,
                 "'Lax', 'Strict', 'None', or None",
-                "Lax",
             )
         )
     elif isinstance(samesite, str) and samesite.lower() == "none" and not secure:
@@ -226,25 +242,23 @@ def check_pinning_settings() -> list[CheckMessage]:
                 id="multidb.E008",
             )
         )
-    mode = getattr(settings, "MULTIDB_PINNING_MODE", "auto")
+    mode = configured("MULTIDB_PINNING_MODE")
     if mode not in ("auto", "time"):
-        messages.append(
-            _bad_value("MULTIDB_PINNING_MODE", mode, "'auto' or 'time'", "auto")
-        )
-    unsafe = getattr(settings, "MULTIDB_PIN_UNSAFE_METHODS", True)
+        messages.append(_bad_value("MULTIDB_PINNING_MODE", mode, "'auto' or 'time'"))
+    unsafe = configured("MULTIDB_PIN_UNSAFE_METHODS")
     if not isinstance(unsafe, bool):
         messages.append(
-            _bad_value("MULTIDB_PIN_UNSAFE_METHODS", unsafe, "True or False", True)
+            _bad_value("MULTIDB_PIN_UNSAFE_METHODS", unsafe, "True or False")
         )
-    header = getattr(settings, "MULTIDB_PINNING_HEADER", None)
+    header = configured("MULTIDB_PINNING_HEADER")
     if header is not None and (not isinstance(header, str) or not header):
         messages.append(
-            _bad_value("MULTIDB_PINNING_HEADER", header, "a header name or None", None)
+            _bad_value("MULTIDB_PINNING_HEADER", header, "a header name or None")
         )
-    invalid = getattr(settings, "MULTIDB_INVALID_TOKEN", "pin")
+    invalid = configured("MULTIDB_INVALID_TOKEN")
     if invalid not in ("pin", "ignore"):
         messages.append(
-            _bad_value("MULTIDB_INVALID_TOKEN", invalid, "'pin' or 'ignore'", "pin")
+            _bad_value("MULTIDB_INVALID_TOKEN", invalid, "'pin' or 'ignore'")
         )
     elif invalid == "ignore" and mode == "time":
         messages.append(
@@ -257,11 +271,9 @@ def check_pinning_settings() -> list[CheckMessage]:
                 id="multidb.W009",
             )
         )
-    encrypt = getattr(settings, "MULTIDB_ENCRYPT_TOKENS", False)
+    encrypt = configured("MULTIDB_ENCRYPT_TOKENS")
     if not isinstance(encrypt, bool):
-        messages.append(
-            _bad_value("MULTIDB_ENCRYPT_TOKENS", encrypt, "True or False", False)
-        )
+        messages.append(_bad_value("MULTIDB_ENCRYPT_TOKENS", encrypt, "True or False"))
     elif encrypt and importlib.util.find_spec("cryptography") is None:
         messages.append(
             Error(
@@ -286,13 +298,13 @@ def _number(value: Any, *, allow_none: bool, integer: bool, positive: bool) -> b
     return value > 0 if positive else value >= 0
 
 
-#: name: (default, allow None, whole number, must be > 0)
+#: name: (allow None, whole number, must be > 0)
 _HEALTH_SETTINGS = {
-    "MULTIDB_HEALTH_CHECK_INTERVAL": (1.0, True, False, True),
-    "MULTIDB_HEALTH_CHECK_TIMEOUT": (1.0, False, False, True),
-    "MULTIDB_REPLICA_MAX_LAG": (30, True, False, False),
-    "MULTIDB_REPLICA_MAX_LAG_BYTES": (None, True, True, False),
-    "MULTIDB_HEALTH_MIN_REPLICAS": (1, False, True, False),
+    "MULTIDB_HEALTH_CHECK_INTERVAL": (True, False, True),
+    "MULTIDB_HEALTH_CHECK_TIMEOUT": (False, False, True),
+    "MULTIDB_REPLICA_MAX_LAG": (True, False, False),
+    "MULTIDB_REPLICA_MAX_LAG_BYTES": (True, True, False),
+    "MULTIDB_HEALTH_MIN_REPLICAS": (False, True, False),
 }
 
 #: name: (largest value, check ID, why it cannot be larger, hint)
@@ -315,7 +327,7 @@ _HEALTH_LIMITS = {
 
 
 def _too_large(value: Any, limit: float) -> bool:
-    # +inf counts: it is a number, just too large; NaN is no number (E003).
+    # +inf counts: it is a number, just too large; NaN is no number at all.
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
@@ -325,8 +337,8 @@ def _too_large(value: Any, limit: float) -> bool:
 
 def check_health_settings() -> list[CheckMessage]:
     messages: list[CheckMessage] = []
-    for name, (default, allow_none, integer, positive) in _HEALTH_SETTINGS.items():
-        value = getattr(settings, name, default)
+    for name, (allow_none, integer, positive) in _HEALTH_SETTINGS.items():
+        value = configured(name)
         if name in _HEALTH_LIMITS and _too_large(value, _HEALTH_LIMITS[name][0]):
             limit, check_id, why, hint = _HEALTH_LIMITS[name]
             messages.append(
@@ -343,15 +355,12 @@ def check_health_settings() -> list[CheckMessage]:
             kind = "a whole number" if integer else "a finite number"
             bound = "> 0" if positive else ">= 0"
             none = " or None" if allow_none else ""
-            messages.append(_bad_value(name, value, f"{kind} {bound}{none}", default))
-    details = getattr(settings, "MULTIDB_HEALTH_DETAILS", "never")
+            messages.append(_bad_value(name, value, f"{kind} {bound}{none}"))
+    details = configured("MULTIDB_HEALTH_DETAILS")
     if details not in ("never", "staff", "always"):
         messages.append(
             _bad_value(
-                "MULTIDB_HEALTH_DETAILS",
-                details,
-                "'never', 'staff' or 'always'",
-                "never",
+                "MULTIDB_HEALTH_DETAILS", details, "'never', 'staff' or 'always'"
             )
         )
     elif details == "staff" and not apps.is_installed("django.contrib.auth"):
@@ -371,14 +380,14 @@ def check_health_settings() -> list[CheckMessage]:
 def check_read_your_writes() -> list[CheckMessage]:
     """A position token outlives the lag limit only if there is one, and probes
     that enforce it (see ``multidb.tokens.cookie_seconds``)."""
-    if getattr(settings, "MULTIDB_PINNING_MODE", "auto") != "auto":
+    if configured("MULTIDB_PINNING_MODE") != "auto":
         return []
     if not adapter(connections[DEFAULT_DB_ALIAS].vendor).has_positions:
         return []
     missing = [
         name
         for name in ("MULTIDB_REPLICA_MAX_LAG", "MULTIDB_HEALTH_CHECK_INTERVAL")
-        if getattr(settings, name, _HEALTH_SETTINGS[name][0]) is None
+        if configured(name) is None
     ]
     if not missing:
         return []
@@ -472,16 +481,8 @@ def check_router_and_middleware() -> list[CheckMessage]:
 
 
 def known_settings() -> frozenset[str]:
-    """Every ``MULTIDB_*`` setting the package reads: one for each upper-case
-    property of ``conf.Settings``."""
-    return frozenset(
-        f"MULTIDB_{name}"
-        for name, value in vars(Settings).items()
-        if name.isupper()
-        and isinstance(value, property)
-        # Not MULTIDB_-prefixed: it keeps 0.11's name.
-        and name != "REPLICA_DATABASES"
-    )
+    """Every ``MULTIDB_*`` setting the package reads."""
+    return frozenset(DEFAULTS)
 
 
 def check_unknown_settings() -> list[CheckMessage]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -23,9 +23,9 @@ DEFAULT_DB_ALIAS = "default"
 REPLICA_SETTINGS = frozenset({"REPLICA_DATABASES", "SLAVE_DATABASES", "DATABASES"})
 
 
-T = TypeVar("T")
-
 _UNSET: Any = object()
+#: Tells a setting left unset from one set to its default.
+_ABSENT: Any = object()
 
 
 def under_test_runner() -> bool:
@@ -35,16 +35,46 @@ def under_test_runner() -> bool:
     return mail is not None and hasattr(mail, "outbox")
 
 
+#: Every ``MULTIDB_*`` setting, with its default.  ``MULTIDB_HEALTH_CHECK_INTERVAL``
+#: unset is ``None`` under a test runner (see ``Settings``).  The system
+#: checks read the same table.
+DEFAULTS: dict[str, Any] = {
+    "MULTIDB_PINNING_COOKIE": "multidb_pin_writes",
+    "MULTIDB_PINNING_SECONDS": 15,
+    "MULTIDB_PINNING_COOKIE_SECURE": False,
+    "MULTIDB_PINNING_COOKIE_HTTPONLY": False,
+    "MULTIDB_PINNING_COOKIE_SAMESITE": "Lax",
+    "MULTIDB_PINNING_MODE": "auto",
+    "MULTIDB_PIN_UNSAFE_METHODS": True,
+    "MULTIDB_PINNING_HEADER": None,
+    "MULTIDB_INVALID_TOKEN": "pin",
+    "MULTIDB_ENCRYPT_TOKENS": False,
+    "MULTIDB_HEALTH_CHECK_INTERVAL": 1.0,
+    "MULTIDB_HEALTH_CHECK_TIMEOUT": 1.0,
+    "MULTIDB_REPLICA_MAX_LAG": 30,
+    "MULTIDB_REPLICA_MAX_LAG_BYTES": None,
+    "MULTIDB_HEALTH_MIN_REPLICAS": 1,
+    "MULTIDB_HEALTH_DETAILS": "never",
+}
+
+
+def configured(name: str) -> Any:
+    """``settings.<name>`` as configured, or its default; never cached."""
+    return getattr(settings, name, DEFAULTS[name])
+
+
 _cache: dict[str, Any] = {}
 
 
-def _setting(name: str, default: T) -> T:
-    """``settings.<name>``, or ``default``; the caller's type, unchecked."""
+def _setting(name: str, default: Any = _UNSET) -> Any:
+    """``settings.<name>``, or ``default`` (the table's, unless given)."""
     try:
-        return cast(T, _cache[name])
+        return _cache[name]
     except KeyError:
+        if default is _UNSET:
+            default = DEFAULTS[name]
         value = _cache[name] = getattr(settings, name, default)
-        return cast(T, value)
+        return value
 
 
 def _clear_cache(**kwargs: Any) -> None:
@@ -77,51 +107,51 @@ class Settings:
 
     @property
     def PINNING_COOKIE(self) -> str:  # noqa: N802
-        return _setting("MULTIDB_PINNING_COOKIE", "multidb_pin_writes")
+        return cast("str", _setting("MULTIDB_PINNING_COOKIE"))
 
     @property
     def PINNING_SECONDS(self) -> int:  # noqa: N802
-        return int(_setting("MULTIDB_PINNING_SECONDS", 15))
+        return int(_setting("MULTIDB_PINNING_SECONDS"))
 
     @property
     def PINNING_COOKIE_SECURE(self) -> bool:  # noqa: N802
-        return _setting("MULTIDB_PINNING_COOKIE_SECURE", False)
+        return cast("bool", _setting("MULTIDB_PINNING_COOKIE_SECURE"))
 
     @property
     def PINNING_COOKIE_HTTPONLY(self) -> bool:  # noqa: N802
-        return _setting("MULTIDB_PINNING_COOKIE_HTTPONLY", False)
+        return cast("bool", _setting("MULTIDB_PINNING_COOKIE_HTTPONLY"))
 
     @property
     def PINNING_COOKIE_SAMESITE(self) -> str | None:  # noqa: N802
-        return _setting("MULTIDB_PINNING_COOKIE_SAMESITE", "Lax")
+        return cast("str | None", _setting("MULTIDB_PINNING_COOKIE_SAMESITE"))
 
     @property
     def PINNING_MODE(self) -> str:  # noqa: N802
         """``"auto"``: pin by position where the primary has positions, else by
         time; ``"time"``: always by time, exactly as django-multidb-router."""
-        return _setting("MULTIDB_PINNING_MODE", "auto")
+        return cast("str", _setting("MULTIDB_PINNING_MODE"))
 
     @property
     def PIN_UNSAFE_METHODS(self) -> bool:  # noqa: N802
-        return _setting("MULTIDB_PIN_UNSAFE_METHODS", True)
+        return cast("bool", _setting("MULTIDB_PIN_UNSAFE_METHODS"))
 
     @property
     def PINNING_HEADER(self) -> str | None:  # noqa: N802
         """A request header that may carry the token, e.g. ``"X-Multidb-Token"``."""
-        return _setting("MULTIDB_PINNING_HEADER", None)
+        return cast("str | None", _setting("MULTIDB_PINNING_HEADER"))
 
     @property
     def INVALID_TOKEN(self) -> str:  # noqa: N802
         """What a pin cookie or header that is not a valid token asks, where
         the primary has positions: ``"pin"`` (by time, as 0.11 did) or
         ``"ignore"`` (nothing)."""
-        return _setting("MULTIDB_INVALID_TOKEN", "pin")
+        return cast("str", _setting("MULTIDB_INVALID_TOKEN"))
 
     @property
     def ENCRYPT_TOKENS(self) -> bool:  # noqa: N802
         """Encrypt the position in tokens (needs ``cryptography``), so that a
         visitor cannot read the primary's write volume off them."""
-        return _setting("MULTIDB_ENCRYPT_TOKENS", False)
+        return cast("bool", _setting("MULTIDB_ENCRYPT_TOKENS"))
 
     @property
     def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
@@ -131,33 +161,33 @@ class Settings:
         change routing at moments a test cannot see, and hold the test
         database open.  Tests that want one set it.
         """
-        value = _setting("MULTIDB_HEALTH_CHECK_INTERVAL", _UNSET)
-        if value is _UNSET:
+        value = _setting("MULTIDB_HEALTH_CHECK_INTERVAL", _ABSENT)
+        if value is _ABSENT:
             return None if under_test_runner() else 1.0
         return cast("float | None", value)
 
     @property
     def HEALTH_CHECK_TIMEOUT(self) -> float:  # noqa: N802
-        return _setting("MULTIDB_HEALTH_CHECK_TIMEOUT", 1.0)
+        return cast("float", _setting("MULTIDB_HEALTH_CHECK_TIMEOUT"))
 
     @property
     def REPLICA_MAX_LAG(self) -> float | None:  # noqa: N802
-        return _setting("MULTIDB_REPLICA_MAX_LAG", 30)
+        return cast("float | None", _setting("MULTIDB_REPLICA_MAX_LAG"))
 
     @property
     def REPLICA_MAX_LAG_BYTES(self) -> int | None:  # noqa: N802
-        return _setting("MULTIDB_REPLICA_MAX_LAG_BYTES", None)
+        return cast("int | None", _setting("MULTIDB_REPLICA_MAX_LAG_BYTES"))
 
     @property
     def HEALTH_MIN_REPLICAS(self) -> int:  # noqa: N802
         """Usable replicas the health view needs to answer 200."""
-        return _setting("MULTIDB_HEALTH_MIN_REPLICAS", 1)
+        return cast("int", _setting("MULTIDB_HEALTH_MIN_REPLICAS"))
 
     @property
     def HEALTH_DETAILS(self) -> str:  # noqa: N802
         """Who sees the health view's per-database details (hosts' states,
         positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
-        return _setting("MULTIDB_HEALTH_DETAILS", "never")
+        return cast("str", _setting("MULTIDB_HEALTH_DETAILS"))
 
 
 conf = Settings()

@@ -556,7 +556,7 @@ def _send(signal: Signal, alias: str, reason: str) -> None:
 
 
 #: Seconds between probe rounds when the interval is not a positive number
-#: (``multidb.E003``): the prober must neither stop nor spin.
+#: (``multidb.E007``): the prober must neither stop nor spin.
 _FALLBACK_PAUSE = 1.0
 
 

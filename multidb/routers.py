@@ -238,8 +238,9 @@ def read_alias_after(request: RequestState) -> str:
     known = _known_positions()
     # The request's own replica first (picked in rotation, as any request
     # picks one), so that token reads spread over the replicas that have
-    # replayed the token instead of all going to the first one by name.
-    for alias in (request.pick(), *sorted(current.usable)):
+    # replayed the token instead of all going to one; then the one seen
+    # furthest ahead, which has it if any has.
+    for alias in (request.pick(), _furthest_ahead(current, known)):
         if alias in current.usable and known.get(alias, -1) >= position:
             return _settle(request, alias, current, position)
     if request.checked or _on_event_loop():
@@ -258,6 +259,22 @@ def read_alias_after(request: RequestState) -> str:
     if replayed is not None and replayed >= position:
         return _settle(request, alias, current, position)
     return DEFAULT_DB_ALIAS
+
+
+#: The usable replica the prober saw furthest ahead, for one rotation and one
+#: map of positions: both are replaced, never changed, so it is computed
+#: once per change, not per read.
+_furthest: tuple[object, object, str | None] = (None, None, None)
+
+
+def _furthest_ahead(current: rotation.Rotation, known: dict[str, int]) -> str | None:
+    global _furthest
+    seen_rotation, seen_known, alias = _furthest
+    if seen_rotation is current and seen_known is known:
+        return alias
+    alias = max(current.usable, key=lambda a: (known.get(a, -1), a), default=None)
+    _furthest = (current, known, alias)
+    return alias
 
 
 def _on_event_loop() -> bool:

@@ -181,7 +181,7 @@ def cookie_seconds() -> int:
     probe_round = interval + 2 * conf.HEALTH_CHECK_TIMEOUT
     try:
         return max(seconds, min(math.ceil(max_lag + probe_round), MAX_COOKIE_SECONDS))
-    except (OverflowError, ValueError):  # infinite or NaN: multidb.E003 says so
+    except (OverflowError, ValueError):  # infinite or NaN: multidb.E017 says so
         return MAX_COOKIE_SECONDS
 
 

@@ -22,6 +22,7 @@ from multidb import (
     ReplicaRouter,
 )
 from multidb.checks import (
+    SETTING_IDS,
     check_health_settings,
     check_pinning_settings,
     check_replica_databases,
@@ -30,7 +31,7 @@ from multidb.checks import (
     check_unknown_settings,
     known_settings,
 )
-from multidb.conf import Settings
+from multidb.conf import DEFAULTS, Settings
 from multidb.middleware import PinningRouterMiddleware
 from multidb.tokens import MAX_COOKIE_SECONDS
 
@@ -86,7 +87,7 @@ def test_check_settings_runs_every_check():
     ):
         assert ids(check_settings()) == [
             "multidb.W001",
-            "multidb.E003",
+            "multidb.E005",
             "multidb.W002",
             "multidb.W007",
         ]
@@ -195,10 +196,10 @@ def test_slave_databases_is_checked_without_leaking_a_deprecation_warning(settin
         ("MULTIDB_PINNING_COOKIE_SAMESITE", True),
     ],
 )
-def test_e003_for_each_bad_pinning_setting(setting, value):
+def test_each_bad_pinning_setting_gets_that_settings_own_id(setting, value):
     with override_settings(**{setting: value}):
         messages = check_pinning_settings()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[setting]]
     assert setting in messages[0].msg
 
 
@@ -229,13 +230,15 @@ def test_valid_pinning_setting_passes(setting, value):
     MULTIDB_PINNING_COOKIE_HTTPONLY="x",
     MULTIDB_PINNING_COOKIE_SAMESITE="x",
 )
-def test_e003_once_for_each_bad_pinning_setting():
-    assert ids(check_pinning_settings()) == ["multidb.E003"] * 5
+def test_one_message_for_each_bad_pinning_setting_with_its_own_id():
+    assert ids(check_pinning_settings()) == [
+        "multidb.E004", "multidb.E005", "multidb.E011", "multidb.E012", "multidb.E008",
+    ]  # fmt: skip
 
 
 @override_settings(MULTIDB_PINNING_SECONDS=math.inf)
-def test_e003_for_infinite_pinning_seconds():
-    assert ids(check_pinning_settings()) == ["multidb.E003"]
+def test_infinite_pinning_seconds_is_an_error():
+    assert ids(check_pinning_settings()) == ["multidb.E005"]
 
 
 # --- settings that used to pass the checks and fail at run time ---------------
@@ -336,10 +339,10 @@ def test_health_timings_at_their_limits_pass(name, value):
         ("MULTIDB_HEALTH_CHECK_TIMEOUT", -math.inf),
     ],
 )
-def test_e003_for_a_health_setting_that_is_not_finite(name, value):
+def test_a_health_setting_that_is_not_finite_is_an_error(name, value):
     with override_settings(**{name: value}):
         messages = check_health_settings()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[name]]
     assert "finite" in messages[0].msg
 
 
@@ -373,10 +376,10 @@ def test_samesite_none_with_secure_passes(samesite):
         ("MULTIDB_HEALTH_DETAILS", None, check_health_settings),
     ],
 )
-def test_e003_for_a_bad_invalid_token_or_health_details_setting(name, value, check):
+def test_a_bad_invalid_token_or_health_details_setting_is_an_error(name, value, check):
     with override_settings(**{name: value}):
         messages = check()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[name]]
     assert name in messages[0].msg
 
 
@@ -424,10 +427,10 @@ def test_the_default_invalid_token_in_time_mode_passes():
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
-def test_e003_for_an_encrypt_tokens_setting_that_is_not_a_bool(value):
+def test_e010_for_an_encrypt_tokens_setting_that_is_not_a_bool(value):
     with override_settings(MULTIDB_ENCRYPT_TOKENS=value):
         messages = check_pinning_settings()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == ["multidb.E010"]
     assert "MULTIDB_ENCRYPT_TOKENS" in messages[0].msg
 
 
@@ -505,12 +508,14 @@ def test_every_multidb_name_the_package_reads_is_known():
     assert used <= known_settings()
 
 
-def test_a_property_added_to_conf_settings_is_known_at_once(monkeypatch):
-    monkeypatch.setattr(Settings, "SHINY_NEW", property(lambda self: 1), raising=False)
-    with override_settings(MULTIDB_SHINY_NEW=2):
-        assert check_unknown_settings() == []
-    assert "MULTIDB_SHINY_NEW" in known_settings()
-    assert "MULTIDB_REPLICA_DATABASES" not in known_settings()
+def test_every_setting_of_conf_settings_has_a_default_and_a_check_id():
+    properties = {
+        f"MULTIDB_{name}"
+        for name, value in vars(Settings).items()
+        if isinstance(value, property) and name != "REPLICA_DATABASES"
+    }
+    assert properties == known_settings() == set(DEFAULTS) == set(SETTING_IDS)
+    assert len(set(SETTING_IDS.values())) == len(SETTING_IDS)
 
 
 def test_settings_named_like_ours_in_lower_case_or_without_the_prefix_pass():
@@ -545,10 +550,21 @@ def test_every_hint_names_a_setting_and_none_points_to_the_readme():
     assert ids(messages) == [
         "multidb.E009",
         "multidb.E001",
-        *["multidb.E003"] * 9,
+        "multidb.E004",
+        "multidb.E005",
+        "multidb.E011",
+        "multidb.E012",
+        "multidb.E008",
+        "multidb.E013",
+        "multidb.E014",
+        "multidb.E015",
+        "multidb.E016",
         "multidb.E007",
         "multidb.E006",
-        *["multidb.E003"] * 4,
+        "multidb.E017",
+        "multidb.E018",
+        "multidb.E019",
+        "multidb.E020",
         "multidb.W007",
     ]
     for message in messages:
@@ -558,7 +574,7 @@ def test_every_hint_names_a_setting_and_none_points_to_the_readme():
 
 
 @override_settings(MULTIDB_PINNING_SECONDS=-1)
-def test_an_e003_hint_names_the_setting_the_fix_and_the_default():
+def test_a_bad_value_hint_names_the_setting_the_fix_and_the_default():
     (message,) = check_pinning_settings()
     assert message.hint == (
         "Set MULTIDB_PINNING_SECONDS to a whole number of seconds >= 0, or "
@@ -569,10 +585,10 @@ def test_an_e003_hint_names_the_setting_the_fix_and_the_default():
 @pytest.mark.parametrize(
     ("name", "value"), [("MULTIDB_PINNING_COOKIE", 5), ("MULTIDB_REPLICA_MAX_LAG", -1)]
 )
-def test_an_e003_message_names_the_setting_in_its_hint_too(name, value):
+def test_a_bad_value_message_names_the_setting_in_its_hint_too(name, value):
     with override_settings(**{name: value}):
         messages = [*check_pinning_settings(), *check_health_settings()]
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[name]]
     assert messages[0].hint.startswith(f"Set {name} to ")
 
 
@@ -728,10 +744,10 @@ def test_a_middleware_that_fails_to_import_does_not_crash_the_checks(
         ("MULTIDB_HEALTH_MIN_REPLICAS", None),
     ],
 )
-def test_e003_for_a_bad_health_setting(name, value):
+def test_a_bad_health_setting_gets_that_settings_own_id(name, value):
     with override_settings(**{name: value}):
         messages = check_health_settings()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[name]]
     assert name in messages[0].msg
 
 
@@ -761,10 +777,10 @@ def test_valid_health_settings_pass(name, value):
         ("MULTIDB_PINNING_HEADER", 42),
     ],
 )
-def test_e003_for_a_bad_position_pinning_setting(name, value):
+def test_a_bad_position_pinning_setting_gets_that_settings_own_id(name, value):
     with override_settings(**{name: value}):
         messages = check_pinning_settings()
-    assert ids(messages) == ["multidb.E003"]
+    assert ids(messages) == [SETTING_IDS[name]]
     assert name in messages[0].msg
 
 
