@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -24,6 +24,8 @@ REPLICA_SETTINGS = frozenset({"REPLICA_DATABASES", "SLAVE_DATABASES", "DATABASES
 
 
 _UNSET: Any = object()
+#: What ``set_cookie(samesite=...)`` takes (any case, which the checks allow).
+SameSite: TypeAlias = Literal["Lax", "Strict", "None", False] | None
 #: Tells a setting left unset from one set to its default.
 _ABSENT: Any = object()
 
@@ -122,8 +124,8 @@ class Settings:
         return cast("bool", _setting("MULTIDB_PINNING_COOKIE_HTTPONLY"))
 
     @property
-    def PINNING_COOKIE_SAMESITE(self) -> str | None:  # noqa: N802
-        return cast("str | None", _setting("MULTIDB_PINNING_COOKIE_SAMESITE"))
+    def PINNING_COOKIE_SAMESITE(self) -> SameSite:  # noqa: N802
+        return cast(SameSite, _setting("MULTIDB_PINNING_COOKIE_SAMESITE"))
 
     @property
     def PINNING_MODE(self) -> str:  # noqa: N802

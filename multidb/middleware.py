@@ -24,7 +24,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
 from . import health, tokens
-from .conf import DEFAULT_DB_ALIAS, conf
+from .conf import DEFAULT_DB_ALIAS, SameSite, conf
 from .pinning import RequestState, begin_request, current_request, end_request
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
@@ -39,7 +39,7 @@ def pinning_cookie_httponly() -> bool:
     return conf.PINNING_COOKIE_HTTPONLY
 
 
-def pinning_cookie_samesite() -> str | None:
+def pinning_cookie_samesite() -> SameSite:
     return conf.PINNING_COOKIE_SAMESITE
 
 
@@ -164,7 +164,7 @@ def _set_cookie(response: HttpResponseBase, value: str) -> None:
         ),
         secure=conf.PINNING_COOKIE_SECURE,
         httponly=conf.PINNING_COOKIE_HTTPONLY,
-        samesite=conf.PINNING_COOKIE_SAMESITE,  # type: ignore[arg-type]
+        samesite=conf.PINNING_COOKIE_SAMESITE,
     )
 
 
@@ -183,7 +183,8 @@ class PinningRouterMiddleware:
         get_response: Callable[[HttpRequest], HttpResponseBase]
         | Callable[[HttpRequest], Awaitable[HttpResponseBase]],
     ) -> None:
-        self.get_response = get_response
+        # Called as the one or the other, as async_mode says.
+        self.get_response: Callable[[HttpRequest], Any] = get_response
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
@@ -201,14 +202,14 @@ class PinningRouterMiddleware:
         token = _begin(request)
         try:
             response = self.get_response(request)
-            return self.process_response(request, response)  # type: ignore[arg-type]
+            return self.process_response(request, response)
         finally:
             end_request(token)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         token = _begin(request)
         try:
-            response: HttpResponseBase = await self.get_response(request)  # type: ignore[misc]
+            response: HttpResponseBase = await self.get_response(request)
             state = _state_of(request)
             if _wants_cookie(request, response, state):
                 value = _cookie_value(request, response, state)
