@@ -254,7 +254,9 @@ def read_alias_after(request: RequestState) -> str:
         return own
     # A paused or delayed replica is behind in the prober's last view too:
     # ask the one most likely to have the write.
-    alias = max(current.usable, key=lambda a: (known.get(a, -1), a == own))
+    alias = _furthest_ahead(current, known) or own
+    if known.get(own, -1) >= known.get(alias, -1):
+        alias = own
     replayed = replay_position(alias)
     if replayed is not None and replayed >= position:
         return _settle(request, alias, current, position)
