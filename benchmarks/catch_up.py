@@ -14,7 +14,7 @@ import time
 
 import psycopg
 
-from tests.cluster import Cluster
+from multidb.testing.cluster import Cluster
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Concurrent mixed requests on a real cluster: no pin crosses, no read strays.
 
-A real PostgreSQL primary and two streaming replicas on loopback, the test
-views ``/conc/sync/`` and ``/conc/async/`` (``tests/postgres/views.py``)
+A real PostgreSQL primary and two streaming replicas on loopback, the
+views ``/conc/sync/`` and ``/conc/async/`` (``benchmarks/site/concurrent.py``)
 served by uvicorn in a process of its own, and 50 concurrent HTTP clients
 sending 10,000 requests (2,000 with ``--quick``) of mixed kinds: GET and
 POST, sync and async views, with and without a pin cookie or token header.
@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COOKIE = "multidb_pin_writes"
 HEADER = "X-Multidb-Token"
 PATHS = {"sync": "/conc/sync/", "async": "/conc/async/"}
-#: Reads each view makes (``tests.postgres.views.CONCURRENT_READS``).
+#: Reads each view makes (``benchmarks.site.concurrent.CONCURRENT_READS``).
 READS = 4
 #: Far past anything the primary writes during a run: a token for it can
 #: only be honoured by reading the primary.
@@ -514,7 +514,7 @@ def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
 
 
 def _site_settings(site: dict[str, Any]) -> dict[str, Any]:
-    """Settings of the served site: the test views, ours in ``auto`` mode."""
+    """Settings of the served site: the concurrency views, ours in ``auto`` mode."""
     import django
 
     databases: dict[str, dict[str, Any]] = {}
@@ -541,10 +541,10 @@ def _site_settings(site: dict[str, Any]) -> dict[str, Any]:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "multidb",
-            "tests.app",
+            "benchmarks.site",
         ],
         "MIDDLEWARE": ["multidb.middleware.PinningRouterMiddleware"],
-        "ROOT_URLCONF": "tests.postgres.urls",
+        "ROOT_URLCONF": "benchmarks.site.concurrent_urls",
         "DATABASES": databases,
         "REPLICA_DATABASES": [alias for alias in databases if alias != "default"],
         "DATABASE_ROUTERS": ["multidb.PinningReplicaRouter"],
@@ -576,8 +576,8 @@ def serve(port: int) -> None:
     application = get_asgi_application()
     from django.db import connection, connections
 
-    from tests.app.models import Item
-    from tests.postgres.views import SENTINEL
+    from benchmarks.site.concurrent import SENTINEL
+    from benchmarks.site.models import Item
 
     with connection.schema_editor() as editor:
         editor.create_model(Item)
@@ -595,10 +595,10 @@ def serve(port: int) -> None:
 
 
 class Server:
-    """The test views under uvicorn, in a process of its own."""
+    """The concurrency views under uvicorn, in a process of its own."""
 
     def __init__(self, site: dict[str, Any], log: Path) -> None:
-        from tests.cluster import free_ports
+        from multidb.testing.cluster import free_ports
 
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -655,7 +655,7 @@ class Server:
 def run(full: bool = True) -> dict[str, Any]:
     """The whole load on a fresh cluster; everything is removed after."""
     from multidb.positions import parse_lsn
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(full)
     workdir = Path(tempfile.mkdtemp(prefix="mdb-concurrency-"))

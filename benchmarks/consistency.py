@@ -300,7 +300,7 @@ def unavailable(key: str) -> str | None:
     """Why configuration ``key`` cannot run here (an "n/a" row), or None."""
     import django
 
-    from tests import cluster
+    from multidb.testing import cluster
 
     spec = CONFIGURATIONS[key]
     least = spec.get("django")
@@ -346,11 +346,11 @@ def app_role(cluster: Any, settings: dict[str, str]) -> Iterator[dict[str, str]]
 def pgbouncer(
     cluster: Any, pool_mode: str, nodes: dict[str, Any]
 ) -> Iterator[dict[str, dict[str, Any]]]:
-    """A PgBouncer (``tests.cluster.PgBouncer``) in front of every server.
+    """A PgBouncer (``multidb.testing.cluster.PgBouncer``) in front of every server.
 
     Yields the site's ``databases``: each alias' settings through it.
     """
-    from tests.cluster import PgBouncer  # type: ignore[attr-defined]
+    from multidb.testing.cluster import PgBouncer  # type: ignore[attr-defined]
 
     bouncer = PgBouncer(cluster, pool_mode=pool_mode).start()
     try:
@@ -650,7 +650,7 @@ def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
     """Run the configurations (``selected``) on one fresh cluster; everything
     is removed after."""
     from benchmarks.seed import install_seed
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(quick)
     keys = selected(quick, rows)

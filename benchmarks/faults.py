@@ -1,7 +1,7 @@
 """Faults under load: a real cluster is broken while 50 users use the site.
 
 A real PostgreSQL primary and two streaming replicas on loopback (a cluster
-from ``tests.cluster``) behind the benchmark site (``benchmarks.site``,
+from ``multidb.testing.cluster``) behind the benchmark site (``benchmarks.site``,
 ``multidb.PinningReplicaRouter``, position pins) under uvicorn (ASGI) or
 gunicorn with threads (WSGI, ``-k gthread --threads 8 -w 1``), each in a
 process of its own.  Fifty users, all concurrent, each with its own cookie
@@ -863,7 +863,7 @@ def run(
 ) -> dict[str, Any]:
     """Every scenario (the full run: and ``EXTRA_SCENARIOS``) under every
     server, on one cluster, removed afterwards."""
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(full)
     if scenarios is None:

@@ -3,7 +3,7 @@
 ``benchmarks.consistency`` and ``benchmarks.faults`` both drive the Django
 site in ``benchmarks.site`` over HTTP on 127.0.0.1, one ``httpx`` client (and
 cookie jar) per simulated user, against a real cluster from
-``tests.cluster``.  The site runs in a process of its own, configured by the
+``multidb.testing.cluster``.  The site runs in a process of its own, configured by the
 JSON in ``MULTIDB_BENCH_SITE`` (see ``benchmarks/site/settings.py``), under
 uvicorn (ASGI) or gunicorn with threads (WSGI, ``-k gthread``).
 """
@@ -138,7 +138,7 @@ class Server:
         workers: int = 1,
         preload: bool = False,
     ) -> None:
-        from tests.cluster import free_ports
+        from multidb.testing.cluster import free_ports
 
         if kind not in SERVERS:
             raise ValueError(f"unknown server {kind!r}; one of {SERVERS}")
