@@ -39,12 +39,10 @@ import contextlib
 import http.cookiejar
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,13 +50,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT, machine
 
 #: The default ``MULTIDB_PINNING_COOKIE``, and the header the server reads.
 COOKIE = "multidb_pin_writes"
@@ -409,13 +405,6 @@ async def drive(
     return tally, time.monotonic() - started
 
 
-def _percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def measure(
     url: str,
     *,
@@ -462,8 +451,8 @@ def measure(
         },
         "duration": round(duration, 2),
         "requests_per_s": round(tally.requests / max(duration, 1e-9), 1),
-        "latency_p50_ms": _percentile_ms(tally.latencies, 0.5),
-        "latency_p99_ms": _percentile_ms(tally.latencies, 0.99),
+        "latency_p50_ms": round(load.percentile(tally.latencies, 0.5) * 1000, 1),
+        "latency_p99_ms": round(load.percentile(tally.latencies, 0.99) * 1000, 1),
         "failures": failures,
     }
 
@@ -594,61 +583,6 @@ def serve(port: int) -> None:
     )
 
 
-class Server:
-    """The concurrency views under uvicorn, in a process of its own."""
-
-    def __init__(self, site: dict[str, Any], log: Path) -> None:
-        from multidb.testing.cluster import free_ports
-
-        self.port = free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.env[SITE_ENV] = json.dumps(site)
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> None:
-        import httpx
-
-        command = [
-            sys.executable, "-m", "benchmarks.concurrency", "--serve", str(self.port)
-        ]  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.tail()}")
-            try:
-                # Any answer (200 or 503) means it is serving.
-                httpx.get(f"{self.url}/health/db/", timeout=2, trust_env=False)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"no answer within {timeout:g} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
 # ------------------------------------------------------------ run
 
 
@@ -661,7 +595,7 @@ def run(full: bool = True) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="mdb-concurrency-"))
     cluster = Cluster(replicas=2)
     started = time.monotonic()
-    server: Server | None = None
+    server: load.Server | None = None
     try:
         cluster.start()
         primary, replica1, replica2 = cluster.nodes
@@ -681,7 +615,18 @@ def run(full: bool = True) -> dict[str, Any]:
             "secret": secret,
             "health_interval": p["health_check_interval_s"],
         }
-        server = Server(site, workdir / "uvicorn.log")
+        server = load.Server(
+            "uvicorn",
+            lambda port: [
+                sys.executable,
+                "-m",
+                "benchmarks.concurrency",
+                "--serve",
+                str(port),
+            ],  # fmt: skip
+            {SITE_ENV: json.dumps(site), "PYTHONPATH": str(ROOT)},
+            workdir / "uvicorn.log",
+        )
         server.start()
         # The table and the sentinel are on every replica before the load.
         replayed = parse_lsn(cluster.current_lsn())
@@ -698,7 +643,7 @@ def run(full: bool = True) -> dict[str, Any]:
             request_timeout=p["request_timeout_s"],
         )
         if result["errors"]:
-            result["server_log_tail"] = server.tail()
+            result["server_log_tail"] = server.tail(20)
     finally:
         try:
             if server is not None:
@@ -713,15 +658,7 @@ def run(full: bool = True) -> dict[str, Any]:
         "full": full,
         "parameters": p,
         **result,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "httpx": version("httpx"),
-            "postgresql": server_version,
-        },
+        "machine": machine(server_version),
         "wall_seconds": round(time.monotonic() - started, 1),
     }
 

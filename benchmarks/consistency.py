@@ -33,8 +33,6 @@ import asyncio
 import bisect
 import contextlib
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -44,11 +42,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
+from benchmarks.common import machine
 from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
     GUNICORN_THREADS,
     ROOT,
@@ -70,7 +68,8 @@ POOL_OPTIONS = {"min_size": 2, "max_size": 8, "timeout": 10}
 #: the site's settings (``benchmarks/site/settings.py``); ``role``: settings
 #: of a role made for the site (``ALTER ROLE ... SET``); ``pgbouncer``: the
 #: pool mode of a PgBouncer in front of every server; ``server``: the
-#: site's server, as ``load.Server`` takes it; ``django``: the least Django.
+#: site's server, as ``load.Server.of_site`` takes it; ``django``: the least
+#: Django.
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "seed15": {"name": "seed, 15 s pins", "router": "seed", "pin_seconds": 15,
                "quick": True},
@@ -440,7 +439,8 @@ def _measure(
             pooled = pgbouncer(cluster, spec["pgbouncer"], nodes)
             site["databases"] = stack.enter_context(pooled)
             extra["databases"] = site["databases"]
-        server = Server(site, seed, workdir / f"{kind}-{key}.log", **server_options)
+        log = workdir / f"{kind}-{key}.log"
+        server = Server.of_site(site, seed, log, **server_options)
         try:
             server.start()
             sampler.start()
@@ -632,20 +632,6 @@ def _of(targets: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [t for t in targets.values() if t["kind"] == kind]
 
 
-def _commit() -> str | None:
-    """The commit the package was measured at (``git describe``), if known."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
     """Run the configurations (``selected``) on one fresh cluster; everything
     is removed after."""
@@ -679,18 +665,7 @@ def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
         "quick": quick,
         "rows": keys,
         "parameters": p,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "gunicorn": version("gunicorn"),
-            "httpx": version("httpx"),
-            "postgresql": server_version,
-            "platform": platform.platform(),
-            "commit": _commit(),
-        },
+        "machine": machine(server_version),
         "configurations": results,
         "targets": targets,
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -749,6 +724,15 @@ def table(data: dict[str, Any]) -> str:
         f"wall clock {data['wall_seconds']:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """Section 3 of ``python -m benchmarks``: the quick or the full set of rows."""
+    return run(quick)
+
+
+def print_report(data: dict[str, Any]) -> None:
+    print(table(data))
 
 
 def main(argv: list[str] | None = None) -> int:

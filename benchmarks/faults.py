@@ -37,22 +37,18 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import multiprocessing
-import os
-import platform
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
+from benchmarks.common import in_child, machine, write_results
 from benchmarks.load import (
     ROOT,
     SERVERS,
@@ -63,7 +59,6 @@ from benchmarks.load import (
     reset_table,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = "benchmarks.concurrency"
 
 SCENARIOS = (
@@ -483,7 +478,7 @@ def run_scenario(
 
     ensure_healthy(cluster)
     node, inject, repair_node = _faults(cluster, scenario)
-    server = Server(
+    server = Server.of_site(
         site_settings(cluster, p, scenario),
         None,
         workdir / f"{scenario}-{server_kind}.log",
@@ -826,22 +821,13 @@ def _error_kinds(failed: list[Sample]) -> dict[str, int]:
 # ------------------------------------------------------------ run
 
 
-def _in_child(module: str, function: str, argument: bool) -> Any:
-    """``module.function(argument)`` in a fresh interpreter."""
-    from benchmarks.common import call_section
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(call_section, module, function, argument).result()
-
-
 def run_concurrency(full: bool) -> dict[str, Any]:
     """``benchmarks.concurrency.run(full)``, if that module exists."""
     if importlib.util.find_spec(CONCURRENCY) is None:
         return {"available": False}
     started = time.monotonic()
     try:
-        data = _in_child(CONCURRENCY, "run", full)
+        data = in_child(CONCURRENCY, "run", full)
     except Exception as exc:  # noqa: BLE001 - reported as a failure
         return {
             "available": True,
@@ -914,16 +900,7 @@ def run(
             "CONN_MAX_AGE": p["conn_max_age"],
         },
         "must_hold": CHECKS,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "gunicorn": version("gunicorn"),
-            "postgresql": server_version,
-            "platform": platform.platform(),
-        },
+        "machine": machine(server_version),
         "scenarios": results,
         "wall_seconds": round(time.monotonic() - started, 1),
         "failures": failures,
@@ -1020,23 +997,15 @@ def _concurrency_table(data: dict[str, Any]) -> str:
     return f"concurrency: {json.dumps(shown, default=str)}"
 
 
-def write_results(data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    ignore = RESULTS / ".gitignore"
-    if not ignore.exists():
-        # Results are machine-specific: never committed.
-        ignore.write_text("*\n")
-    path = RESULTS / "faults.json"
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.faults", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--short", action="store_true", help="the short versions (as in the tests)"
+        "--short",
+        "--quick",
+        action="store_true",
+        help="the short versions (as in the tests)",
     )
     parser.add_argument(
         "--scenario",
@@ -1062,9 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(data))
     if args.json:
         print(json.dumps(data, indent=2, default=str))
-    path = write_results(data)
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    print(f"Results: {shown}")
+    print(f"Results: {write_results('faults.json', data)}")
     return 1 if data["failures"] else 0
 
 
