@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from benchmarks.common import header, in_child, machine, write_results
+from benchmarks.common import (
+    header,
+    in_child,
+    machine,
+    machine_line,
+    write_results,
+)
 
 
 @dataclass(frozen=True)
@@ -170,8 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     env = machine()
     print(
         f"django-replica-router benchmarks{' (quick)' if args.quick else ''}:"
-        f" {env['cpu_count']} CPUs, Python {env['python']}, Django {env['django']},"
-        f" {env['platform']}"
+        f" {machine_line(env)}, {env['platform']}"
     )
     sections = {section.key: run_section(section, args.quick) for section in SECTIONS}
     print_summary(sections)

@@ -129,12 +129,22 @@ def machine(postgresql: str | None = None) -> dict[str, Any]:
     return described
 
 
+def machine_line(m: dict[str, Any]) -> str:
+    """``machine()`` in a line: CPUs and versions, with PostgreSQL and the
+    servers for a section with a cluster."""
+    line = f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}"
+    if "postgresql" in m:
+        line += (
+            f", PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']},"
+            f" gunicorn {m['gunicorn']}"
+        )
+    return line
+
+
 def header(title: str) -> str:
-    m = machine()
     return (
-        f"{title}\n({m['cpu_count']} CPUs, Python {m['python']},"
-        f" Django {m['django']}; shared machine: absolute times are noisy,"
-        " ratios are the point)"
+        f"{title}\n({machine_line(machine())}; shared machine: absolute times"
+        " are noisy, ratios are the point)"
     )
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import load
-from benchmarks.common import machine
+from benchmarks.common import machine, machine_line
 from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
     GUNICORN_THREADS,
     ROOT,
@@ -688,9 +688,7 @@ def table(data: dict[str, Any]) -> str:
         f"{p['think_ms'][1]} ms; replica A +{p['replica_a_apply_delay_ms']} ms, "
         f"replica B paused {p['replica_b_pause_for_s']:g} s every "
         f"{p['replica_b_pause_every_s']:g} s",
-        f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}, "
-        f"PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']}, gunicorn "
-        f"{m['gunicorn']}; package at {m['commit']}",
+        f"{machine_line(m)}; package at {m['commit']}",
         "Rows a-g: ours in auto mode (position tokens) under each configuration;"
         " the seed at 15 s is the baseline.  Under uvicorn, except d (gunicorn"
         f" -k gthread, {GUNICORN_THREADS} threads) and g (the same, 2 workers,"

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import load
-from benchmarks.common import in_child, machine, write_results
+from benchmarks.common import in_child, machine, machine_line, write_results
 from benchmarks.load import (
     ROOT,
     SERVERS,
@@ -940,9 +940,7 @@ def table(data: dict[str, Any]) -> str:
         f"{p['health_check_timeout_s']:g} s), connect_timeout "
         f"{p['connect_timeout_s']} s, CONN_MAX_AGE {p['conn_max_age']}, "
         f"max lag {p['max_lag_s']:g} s (replay_paused)",
-        f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}, "
-        f"PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']}, gunicorn "
-        f"{m['gunicorn']} (gthread, 8 threads, 1 worker)",
+        f"{machine_line(m)} (gthread, 8 threads, 1 worker)",
         head,
         "-" * len(head),
     ]
