@@ -209,8 +209,8 @@ find_pgbouncer() {
     PATH="$PATH:/usr/sbin:/usr/local/sbin" command -v pgbouncer 2>/dev/null || true
 }
 
-# The PostgreSQL tests also run through PgBouncer (tests/cluster.py starts
-# it): a missing pgbouncer is an error, never a skip.
+# The PostgreSQL tests also run through PgBouncer (multidb/testing/cluster.py
+# starts it): a missing pgbouncer is an error, never a skip.
 ensure_pgbouncer() {
     local exe
     exe=$(find_pgbouncer)

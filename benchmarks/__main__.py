@@ -24,119 +24,137 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
-import multiprocessing
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from benchmarks.common import call_section, environment, header
+from benchmarks.common import (
+    header,
+    in_child,
+    machine,
+    machine_line,
+    write_results,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SECTION_3 = "benchmarks.consistency"
+
+@dataclass(frozen=True)
+class Section:
+    """A section of the run: a module with ``measure(quick) -> dict``, run in
+    a fresh interpreter, and ``print_report(result)``, run here."""
+
+    number: int
+    #: Its key in ``latest.json``'s ``sections``.
+    key: str
+    module: str
+    #: A correctness section: its result's ``failures`` list (strings) is what
+    #: ``--check`` checks, and failing to run is one of them.  A timing
+    #: section's targets are reported only, and failing to run is a bug in the
+    #: benchmark (exit status 2).
+    checked: bool = False
+    #: Printed before it runs, for a long section; a timing section's report
+    #: heads its own table.
+    title: str | None = None
 
 
-def in_child(module: str, function: str, quick: bool) -> Any:
-    """``module.function(quick)`` in a fresh interpreter; its result, or its error."""
-    sys.stdout.flush()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(call_section, module, function, quick).result()
+#: Every section, in the order they run.
+SECTIONS = (
+    Section(1, "1_hot_path", "benchmarks.hot_path"),
+    Section(2, "2_middleware", "benchmarks.middleware"),
+    Section(
+        3,
+        "3_consistency",
+        "benchmarks.consistency",
+        checked=True,
+        title="Section 3 - consistency under load, real PostgreSQL cluster",
+    ),
+)
 
 
 def _error(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def run_in_process_section(number: int, module: str, quick: bool) -> dict[str, Any]:
-    """Section 1 or 2: measure in a child, print the table here."""
+def _print_plainly(result: dict[str, Any]) -> None:
+    """A listing of a result that its module could not print."""
+    for key, value in result.items():
+        if key != "failures" and not isinstance(value, (dict, list)):
+            print(f"  {key}: {value}")
+
+
+def run_section(section: Section, quick: bool) -> dict[str, Any]:
+    """Measure ``section`` in a child and print its report here; its result."""
+    if section.checked:
+        print()
+        if importlib.util.find_spec(section.module) is None:
+            print(f"section {section.number}: not available")
+            return {"available": False, "failures": []}
+    if section.title:
+        print(header(section.title))
     started = time.monotonic()
     try:
-        report: dict[str, Any] = in_child(module, "measure", quick)
+        result = in_child(section.module, "measure", quick)
     except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
-        print(f"\nsection {number} FAILED to run: {_error(exc)}", file=sys.stderr)
-        return {"error": _error(exc), "seconds": round(time.monotonic() - started, 1)}
-    importlib.import_module(module).print_report(report)
-    report["seconds"] = round(time.monotonic() - started, 1)
-    print(f"  (section {number}: {report['seconds']:.1f} s)")
-    return report
-
-
-def run_section_3(quick: bool) -> dict[str, Any]:
-    """``benchmarks.consistency.run(quick)``, if the module exists."""
-    print()
-    if importlib.util.find_spec(SECTION_3) is None:
-        print("section 3: not available")
-        return {"available": False, "failures": []}
-    print(header("Section 3 - consistency under load, real PostgreSQL cluster"))
-    sys.stdout.flush()
-    started = time.monotonic()
-    try:
-        data = in_child(SECTION_3, "run", quick)
-    except Exception as exc:  # noqa: BLE001 - reported as a failure
         error = _error(exc)
-        print(f"section 3 FAILED to run: {error}", file=sys.stderr)
-        return {
-            "available": True,
-            "error": error,
-            "failures": [f"section 3 did not complete: {error}"],
-            "seconds": round(time.monotonic() - started, 1),
-        }
-    if not isinstance(data, dict) or not isinstance(data.get("failures"), list):
-        data = {"result": data, "failures": []}
-        data["failures"].append("section 3 returned no 'failures' list")
-    data.setdefault("available", True)
-    data["seconds"] = round(time.monotonic() - started, 1)
+        gap = "" if section.checked else "\n"
+        print(f"{gap}section {section.number} FAILED to run: {error}", file=sys.stderr)
+        failed: dict[str, Any] = {"error": error}
+        if section.checked:
+            failed = {
+                "available": True,
+                **failed,
+                "failures": [f"section {section.number} did not complete: {error}"],
+            }
+        return {**failed, "seconds": round(time.monotonic() - started, 1)}
+    if section.checked:
+        if not isinstance(result, dict) or not isinstance(result.get("failures"), list):
+            result = {"result": result, "failures": []}
+            result["failures"].append(
+                f"section {section.number} returned no 'failures' list"
+            )
+        result.setdefault("available", True)
+    result["seconds"] = round(time.monotonic() - started, 1)
     try:
-        print(importlib.import_module(SECTION_3).table(data))
-    except Exception:  # noqa: BLE001 - no table of its own: a plain listing
-        for key, value in data.items():
-            if key != "failures" and not isinstance(value, (dict, list)):
-                print(f"  {key}: {value}")
-    print(f"  failures: {'; '.join(map(str, data['failures'])) or 'none'}")
-    print(f"  (section 3: {data['seconds']:.1f} s)")
-    return data
+        importlib.import_module(section.module).print_report(result)
+    except Exception:  # noqa: BLE001 - no report of its own: a plain listing
+        _print_plainly(result)
+    if section.checked:
+        print(f"  failures: {'; '.join(map(str, result['failures'])) or 'none'}")
+    print(f"  (section {section.number}: {result['seconds']:.1f} s)")
+    return result
 
 
 def print_summary(sections: dict[str, dict[str, Any]]) -> None:
     print()
     print(header("Summary: ratios against the seed (targets reported, not asserted)"))
-    for key in ("1_hot_path", "2_middleware"):
-        report = sections[key]
-        if "error" in report:
-            print(f"  section {key[0]}: did not run ({report['error']})")
+    for section in SECTIONS:
+        result = sections[section.key]
+        if section.checked:
+            if not result.get("available"):
+                print(f"  {section.number}  section {section.number}: not available")
+                continue
+            hard = result.get("hard_failures", result.get("failures")) or []
+            share = result.get("share_failures") or []
+            print(f"  {section.number}  hard failures: {'; '.join(hard) or 'none'}")
+            print(
+                f"  {section.number}  offload targets missed:"
+                f" {'; '.join(share) or 'none'}"
+            )
             continue
-        for target in report["targets"]:
+        if "error" in result:
+            print(f"  section {section.number}: did not run ({result['error']})")
+            continue
+        for target in result["targets"]:
             ratio = target["ratio"]
             shown = "  n/a" if ratio is None else f"{ratio:5.2f}x"
             where = target.get("group", "")
             where = " (via django.db.router)" if "django.db.router" in where else ""
             print(
-                f"  {key[0]}  {target['verdict']:4}  {shown}  {target['target']}{where}"
+                f"  {section.number}  {target['verdict']:4}  {shown}"
+                f"  {target['target']}{where}"
             )
-    third = sections["3_consistency"]
-    if not third.get("available"):
-        print("  3  section 3: not available")
-    else:
-        hard = third.get("hard_failures", third.get("failures")) or []
-        share = third.get("share_failures") or []
-        print(f"  3  hard failures: {'; '.join(hard) or 'none'}")
-        print(f"  3  offload targets missed: {'; '.join(share) or 'none'}")
-
-
-def write_results(data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    ignore = RESULTS / ".gitignore"
-    if not ignore.exists():
-        # Results are machine-specific: never committed.
-        ignore.write_text("*\n")
-    path = RESULTS / "latest.json"
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,21 +173,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     started = time.monotonic()
-    env = environment()
+    env = machine()
     print(
         f"django-replica-router benchmarks{' (quick)' if args.quick else ''}:"
-        f" {env['cpus']} CPUs, Python {env['python']}, Django {env['django']},"
-        f" {env['platform']}"
+        f" {machine_line(env)}, {env['platform']}"
     )
-    sections = {
-        "1_hot_path": run_in_process_section(1, "benchmarks.hot_path", args.quick),
-        "2_middleware": run_in_process_section(2, "benchmarks.middleware", args.quick),
-        "3_consistency": run_section_3(args.quick),
-    }
+    sections = {section.key: run_section(section, args.quick) for section in SECTIONS}
     print_summary(sections)
-    failures = list(sections["3_consistency"].get("failures") or [])
-    broken = [key for key in ("1_hot_path", "2_middleware") if "error" in sections[key]]
-    path = write_results(
+    failures = [
+        failure
+        for section in SECTIONS
+        if section.checked
+        for failure in sections[section.key].get("failures") or []
+    ]
+    broken = [
+        section.key
+        for section in SECTIONS
+        if not section.checked and "error" in sections[section.key]
+    ]
+    shown = write_results(
+        "latest.json",
         {
             "environment": env,
             "quick": args.quick,
@@ -178,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.monotonic() - started, 1),
             "failures": failures,
             "sections": sections,
-        }
+        },
     )
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
     print(f"\nResults: {shown}")
     print(f"Total: {time.monotonic() - started:.1f} s")
     if broken:

@@ -3,7 +3,7 @@
 This is the window during which a position token keeps a user on the
 primary; a time pin keeps them there for ``MULTIDB_PINNING_SECONDS``.
 
-    .venv/bin/python -m benchmarks.catch_up [--writes N]
+    .venv/bin/python -m benchmarks.catch_up [--quick] [--writes N]
 """
 
 from __future__ import annotations
@@ -14,13 +14,20 @@ import time
 
 import psycopg
 
-from tests.cluster import Cluster
+from multidb.testing.cluster import Cluster
+
+#: Writes with ``--quick``.
+QUICK_WRITES = 50
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--writes", type=int, default=300)
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_WRITES} writes, not 300"
+    )
+    parser.add_argument("--writes", type=int, help="this many writes")
     args = parser.parse_args()
+    writes = args.writes or (QUICK_WRITES if args.quick else 300)
     with Cluster(replicas=2) as cluster:
         primary = psycopg.connect(cluster.primary.dsn(), autocommit=True)
         replicas = [
@@ -29,7 +36,7 @@ def main() -> None:
         primary.execute("CREATE TABLE t (id serial PRIMARY KEY, v text)")
         cluster.wait_caught_up()
         waits: list[float] = []
-        for _ in range(args.writes):
+        for _ in range(writes):
             primary.execute("INSERT INTO t (v) VALUES ('x')")
             token = primary.execute("SELECT pg_current_wal_lsn()").fetchone()[0]
             start = time.perf_counter()
@@ -45,7 +52,7 @@ def main() -> None:
             waits.append((time.perf_counter() - start) * 1000)
         waits.sort()
         print(
-            f"{args.writes} writes: first replica past the token after "
+            f"{writes} writes: first replica past the token after "
             f"median {statistics.median(waits):.2f} ms, "
             f"p95 {waits[int(len(waits) * 0.95)]:.2f} ms, max {waits[-1]:.2f} ms"
         )

@@ -1,25 +1,37 @@
-"""What the in-process benchmarks share: settings, the environment, statistics.
+"""What every benchmark shares: the machine, results, running in a child;
+and for the in-process sections, settings and statistics.
 
 Each section runs in a process of its own (``python -m benchmarks`` spawns
-one per section), configured here: SQLite in-memory databases (``default``
-and ``replica1`` ... ``replicaN``), two replicas in rotation unless a
-benchmark says otherwise, and no health prober (see ``configure``).
+one per section, ``in_child``).  The in-process ones are configured here:
+SQLite in-memory databases (``default`` and ``replica1`` ... ``replicaN``),
+two replicas in rotation unless a benchmark says otherwise, and no health
+prober (see ``configure``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import importlib.metadata
 import json
+import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import django
 from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Where results are written (``write_results``); it ignores itself in git.
+RESULTS = ROOT / "benchmarks" / "results"
 
 #: Every replica alias configured; the replica-count benchmark uses prefixes.
 REPLICAS = [f"replica{i}" for i in range(1, 33)]
@@ -64,26 +76,89 @@ def configure(aliases: int = len(DEFAULT_REPLICAS)) -> None:
 
 
 def call_section(module: str, function: str, quick: bool) -> Any:
-    """``module.function(quick)``: what ``python -m benchmarks`` runs in a child."""
+    """``module.function(quick)``: what ``in_child`` runs in the child."""
     return getattr(importlib.import_module(module), function)(quick)
 
 
-def environment() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
+def in_child(module: str, function: str, quick: bool) -> Any:
+    """``module.function(quick)`` in a fresh interpreter; its result, or its
+    error raised here."""
+    sys.stdout.flush()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(call_section, module, function, quick).result()
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def _commit() -> str | None:
+    """The commit the package was measured at (``git describe``), if known."""
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT, capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+#: The packages whose versions ``machine`` names.
+PACKAGES = ("django", "psycopg", "uvicorn", "gunicorn", "httpx")
+
+
+def machine(postgresql: str | None = None) -> dict[str, Any]:
+    """What the figures were measured on and with: CPUs, versions (``None``
+    for a package not installed), the platform and the package's commit;
+    ``postgresql``, the server version, for a section with a cluster."""
+    described: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
-        "django": django.__version__,
+        **{name: _version(name) for name in PACKAGES},
         "platform": platform.platform(),
+        "commit": _commit(),
     }
+    if postgresql is not None:
+        described["postgresql"] = postgresql
+    return described
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """``machine()`` in a line: CPUs and versions, with PostgreSQL and the
+    servers for a section with a cluster."""
+    line = f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}"
+    if "postgresql" in m:
+        line += (
+            f", PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']},"
+            f" gunicorn {m['gunicorn']}"
+        )
+    return line
 
 
 def header(title: str) -> str:
-    env = environment()
     return (
-        f"{title}\n({env['cpus']} CPUs, Python {env['python']},"
-        f" Django {env['django']}; shared machine: absolute times are noisy,"
-        " ratios are the point)"
+        f"{title}\n({machine_line(machine())}; shared machine: absolute times"
+        " are noisy, ratios are the point)"
     )
+
+
+def write_results(name: str, data: dict[str, Any]) -> Path:
+    """Write ``data`` as ``RESULTS/name``; the path, relative to the current
+    directory when it is below it (for printing)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    ignore = RESULTS / ".gitignore"
+    if not ignore.exists():
+        # Results are machine-specific: never committed.
+        ignore.write_text("*\n")
+    path = RESULTS / name
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
 
 
 def spread(values: list[float]) -> dict[str, float]:

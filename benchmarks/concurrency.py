@@ -1,7 +1,7 @@
 """Concurrent mixed requests on a real cluster: no pin crosses, no read strays.
 
-A real PostgreSQL primary and two streaming replicas on loopback, the test
-views ``/conc/sync/`` and ``/conc/async/`` (``tests/postgres/views.py``)
+A real PostgreSQL primary and two streaming replicas on loopback, the
+views ``/conc/sync/`` and ``/conc/async/`` (``benchmarks/site/concurrent.py``)
 served by uvicorn in a process of its own, and 50 concurrent HTTP clients
 sending 10,000 requests (2,000 with ``--quick``) of mixed kinds: GET and
 POST, sync and async views, with and without a pin cookie or token header.
@@ -39,12 +39,10 @@ import contextlib
 import http.cookiejar
 import json
 import os
-import platform
 import random
 import secrets
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,19 +50,17 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT, machine
 
 #: The default ``MULTIDB_PINNING_COOKIE``, and the header the server reads.
 COOKIE = "multidb_pin_writes"
 HEADER = "X-Multidb-Token"
 PATHS = {"sync": "/conc/sync/", "async": "/conc/async/"}
-#: Reads each view makes (``tests.postgres.views.CONCURRENT_READS``).
+#: Reads each view makes (``benchmarks.site.concurrent.CONCURRENT_READS``).
 READS = 4
 #: Far past anything the primary writes during a run: a token for it can
 #: only be honoured by reading the primary.
@@ -409,13 +405,6 @@ async def drive(
     return tally, time.monotonic() - started
 
 
-def _percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
 def measure(
     url: str,
     *,
@@ -462,8 +451,8 @@ def measure(
         },
         "duration": round(duration, 2),
         "requests_per_s": round(tally.requests / max(duration, 1e-9), 1),
-        "latency_p50_ms": _percentile_ms(tally.latencies, 0.5),
-        "latency_p99_ms": _percentile_ms(tally.latencies, 0.99),
+        "latency_p50_ms": round(load.percentile(tally.latencies, 0.5) * 1000, 1),
+        "latency_p99_ms": round(load.percentile(tally.latencies, 0.99) * 1000, 1),
         "failures": failures,
     }
 
@@ -514,7 +503,7 @@ def serve_in_thread(app: Any, timeout: float = 10.0) -> Iterator[str]:
 
 
 def _site_settings(site: dict[str, Any]) -> dict[str, Any]:
-    """Settings of the served site: the test views, ours in ``auto`` mode."""
+    """Settings of the served site: the concurrency views, ours in ``auto`` mode."""
     import django
 
     databases: dict[str, dict[str, Any]] = {}
@@ -541,10 +530,10 @@ def _site_settings(site: dict[str, Any]) -> dict[str, Any]:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "multidb",
-            "tests.app",
+            "benchmarks.site",
         ],
         "MIDDLEWARE": ["multidb.middleware.PinningRouterMiddleware"],
-        "ROOT_URLCONF": "tests.postgres.urls",
+        "ROOT_URLCONF": "benchmarks.site.concurrent_urls",
         "DATABASES": databases,
         "REPLICA_DATABASES": [alias for alias in databases if alias != "default"],
         "DATABASE_ROUTERS": ["multidb.PinningReplicaRouter"],
@@ -576,8 +565,8 @@ def serve(port: int) -> None:
     application = get_asgi_application()
     from django.db import connection, connections
 
-    from tests.app.models import Item
-    from tests.postgres.views import SENTINEL
+    from benchmarks.site.concurrent import SENTINEL
+    from benchmarks.site.models import Item
 
     with connection.schema_editor() as editor:
         editor.create_model(Item)
@@ -594,74 +583,19 @@ def serve(port: int) -> None:
     )
 
 
-class Server:
-    """The test views under uvicorn, in a process of its own."""
-
-    def __init__(self, site: dict[str, Any], log: Path) -> None:
-        from tests.cluster import free_ports
-
-        self.port = free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        self.env.pop("DJANGO_SETTINGS_MODULE", None)
-        self.env[SITE_ENV] = json.dumps(site)
-        self.env["PYTHONPATH"] = str(ROOT)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30) -> None:
-        import httpx
-
-        command = [
-            sys.executable, "-m", "benchmarks.concurrency", "--serve", str(self.port)
-        ]  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited:\n{self.tail()}")
-            try:
-                # Any answer (200 or 503) means it is serving.
-                httpx.get(f"{self.url}/health/db/", timeout=2, trust_env=False)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError(f"no answer within {timeout:g} s:\n{self.tail()}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-
 # ------------------------------------------------------------ run
 
 
 def run(full: bool = True) -> dict[str, Any]:
     """The whole load on a fresh cluster; everything is removed after."""
     from multidb.positions import parse_lsn
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(full)
     workdir = Path(tempfile.mkdtemp(prefix="mdb-concurrency-"))
     cluster = Cluster(replicas=2)
     started = time.monotonic()
-    server: Server | None = None
+    server: load.Server | None = None
     try:
         cluster.start()
         primary, replica1, replica2 = cluster.nodes
@@ -681,7 +615,18 @@ def run(full: bool = True) -> dict[str, Any]:
             "secret": secret,
             "health_interval": p["health_check_interval_s"],
         }
-        server = Server(site, workdir / "uvicorn.log")
+        server = load.Server(
+            "uvicorn",
+            lambda port: [
+                sys.executable,
+                "-m",
+                "benchmarks.concurrency",
+                "--serve",
+                str(port),
+            ],  # fmt: skip
+            {SITE_ENV: json.dumps(site), "PYTHONPATH": str(ROOT)},
+            workdir / "uvicorn.log",
+        )
         server.start()
         # The table and the sentinel are on every replica before the load.
         replayed = parse_lsn(cluster.current_lsn())
@@ -698,7 +643,7 @@ def run(full: bool = True) -> dict[str, Any]:
             request_timeout=p["request_timeout_s"],
         )
         if result["errors"]:
-            result["server_log_tail"] = server.tail()
+            result["server_log_tail"] = server.tail(20)
     finally:
         try:
             if server is not None:
@@ -713,15 +658,7 @@ def run(full: bool = True) -> dict[str, Any]:
         "full": full,
         "parameters": p,
         **result,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "httpx": version("httpx"),
-            "postgresql": server_version,
-        },
+        "machine": machine(server_version),
         "wall_seconds": round(time.monotonic() - started, 1),
     }
 

@@ -33,8 +33,6 @@ import asyncio
 import bisect
 import contextlib
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -44,11 +42,11 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
+from benchmarks.common import machine, machine_line
 from benchmarks.load import (  # noqa: F401 - PreciseCookieJar: kept importable here
     GUNICORN_THREADS,
     ROOT,
@@ -70,7 +68,8 @@ POOL_OPTIONS = {"min_size": 2, "max_size": 8, "timeout": 10}
 #: the site's settings (``benchmarks/site/settings.py``); ``role``: settings
 #: of a role made for the site (``ALTER ROLE ... SET``); ``pgbouncer``: the
 #: pool mode of a PgBouncer in front of every server; ``server``: the
-#: site's server, as ``load.Server`` takes it; ``django``: the least Django.
+#: site's server, as ``load.Server.of_site`` takes it; ``django``: the least
+#: Django.
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "seed15": {"name": "seed, 15 s pins", "router": "seed", "pin_seconds": 15,
                "quick": True},
@@ -300,7 +299,7 @@ def unavailable(key: str) -> str | None:
     """Why configuration ``key`` cannot run here (an "n/a" row), or None."""
     import django
 
-    from tests import cluster
+    from multidb.testing import cluster
 
     spec = CONFIGURATIONS[key]
     least = spec.get("django")
@@ -346,11 +345,11 @@ def app_role(cluster: Any, settings: dict[str, str]) -> Iterator[dict[str, str]]
 def pgbouncer(
     cluster: Any, pool_mode: str, nodes: dict[str, Any]
 ) -> Iterator[dict[str, dict[str, Any]]]:
-    """A PgBouncer (``tests.cluster.PgBouncer``) in front of every server.
+    """A PgBouncer (``multidb.testing.cluster.PgBouncer``) in front of every server.
 
     Yields the site's ``databases``: each alias' settings through it.
     """
-    from tests.cluster import PgBouncer  # type: ignore[attr-defined]
+    from multidb.testing.cluster import PgBouncer  # type: ignore[attr-defined]
 
     bouncer = PgBouncer(cluster, pool_mode=pool_mode).start()
     try:
@@ -440,7 +439,8 @@ def _measure(
             pooled = pgbouncer(cluster, spec["pgbouncer"], nodes)
             site["databases"] = stack.enter_context(pooled)
             extra["databases"] = site["databases"]
-        server = Server(site, seed, workdir / f"{kind}-{key}.log", **server_options)
+        log = workdir / f"{kind}-{key}.log"
+        server = Server.of_site(site, seed, log, **server_options)
         try:
             server.start()
             sampler.start()
@@ -632,25 +632,11 @@ def _of(targets: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [t for t in targets.values() if t["kind"] == kind]
 
 
-def _commit() -> str | None:
-    """The commit the package was measured at (``git describe``), if known."""
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT, capture_output=True, text=True, timeout=10,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
     """Run the configurations (``selected``) on one fresh cluster; everything
     is removed after."""
     from benchmarks.seed import install_seed
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(quick)
     keys = selected(quick, rows)
@@ -679,18 +665,7 @@ def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
         "quick": quick,
         "rows": keys,
         "parameters": p,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "gunicorn": version("gunicorn"),
-            "httpx": version("httpx"),
-            "postgresql": server_version,
-            "platform": platform.platform(),
-            "commit": _commit(),
-        },
+        "machine": machine(server_version),
         "configurations": results,
         "targets": targets,
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -713,9 +688,7 @@ def table(data: dict[str, Any]) -> str:
         f"{p['think_ms'][1]} ms; replica A +{p['replica_a_apply_delay_ms']} ms, "
         f"replica B paused {p['replica_b_pause_for_s']:g} s every "
         f"{p['replica_b_pause_every_s']:g} s",
-        f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}, "
-        f"PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']}, gunicorn "
-        f"{m['gunicorn']}; package at {m['commit']}",
+        f"{machine_line(m)}; package at {m['commit']}",
         "Rows a-g: ours in auto mode (position tokens) under each configuration;"
         " the seed at 15 s is the baseline.  Under uvicorn, except d (gunicorn"
         f" -k gthread, {GUNICORN_THREADS} threads) and g (the same, 2 workers,"
@@ -749,6 +722,15 @@ def table(data: dict[str, Any]) -> str:
         f"wall clock {data['wall_seconds']:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    """Section 3 of ``python -m benchmarks``: the quick or the full set of rows."""
+    return run(quick)
+
+
+def print_report(data: dict[str, Any]) -> None:
+    print(table(data))
 
 
 def main(argv: list[str] | None = None) -> int:

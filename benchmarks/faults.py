@@ -1,7 +1,7 @@
 """Faults under load: a real cluster is broken while 50 users use the site.
 
 A real PostgreSQL primary and two streaming replicas on loopback (a cluster
-from ``tests.cluster``) behind the benchmark site (``benchmarks.site``,
+from ``multidb.testing.cluster``) behind the benchmark site (``benchmarks.site``,
 ``multidb.PinningReplicaRouter``, position pins) under uvicorn (ASGI) or
 gunicorn with threads (WSGI, ``-k gthread --threads 8 -w 1``), each in a
 process of its own.  Fifty users, all concurrent, each with its own cookie
@@ -37,22 +37,18 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import multiprocessing
-import os
-import platform
 import random
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from benchmarks import load
+from benchmarks.common import in_child, machine, machine_line, write_results
 from benchmarks.load import (
     ROOT,
     SERVERS,
@@ -63,7 +59,6 @@ from benchmarks.load import (
     reset_table,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONCURRENCY = "benchmarks.concurrency"
 
 SCENARIOS = (
@@ -483,7 +478,7 @@ def run_scenario(
 
     ensure_healthy(cluster)
     node, inject, repair_node = _faults(cluster, scenario)
-    server = Server(
+    server = Server.of_site(
         site_settings(cluster, p, scenario),
         None,
         workdir / f"{scenario}-{server_kind}.log",
@@ -826,22 +821,13 @@ def _error_kinds(failed: list[Sample]) -> dict[str, int]:
 # ------------------------------------------------------------ run
 
 
-def _in_child(module: str, function: str, argument: bool) -> Any:
-    """``module.function(argument)`` in a fresh interpreter."""
-    from benchmarks.common import call_section
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(call_section, module, function, argument).result()
-
-
 def run_concurrency(full: bool) -> dict[str, Any]:
     """``benchmarks.concurrency.run(full)``, if that module exists."""
     if importlib.util.find_spec(CONCURRENCY) is None:
         return {"available": False}
     started = time.monotonic()
     try:
-        data = _in_child(CONCURRENCY, "run", full)
+        data = in_child(CONCURRENCY, "run", full)
     except Exception as exc:  # noqa: BLE001 - reported as a failure
         return {
             "available": True,
@@ -863,7 +849,7 @@ def run(
 ) -> dict[str, Any]:
     """Every scenario (the full run: and ``EXTRA_SCENARIOS``) under every
     server, on one cluster, removed afterwards."""
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     p = parameters(full)
     if scenarios is None:
@@ -914,16 +900,7 @@ def run(
             "CONN_MAX_AGE": p["conn_max_age"],
         },
         "must_hold": CHECKS,
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "django": version("django"),
-            "psycopg": version("psycopg"),
-            "uvicorn": version("uvicorn"),
-            "gunicorn": version("gunicorn"),
-            "postgresql": server_version,
-            "platform": platform.platform(),
-        },
+        "machine": machine(server_version),
         "scenarios": results,
         "wall_seconds": round(time.monotonic() - started, 1),
         "failures": failures,
@@ -963,9 +940,7 @@ def table(data: dict[str, Any]) -> str:
         f"{p['health_check_timeout_s']:g} s), connect_timeout "
         f"{p['connect_timeout_s']} s, CONN_MAX_AGE {p['conn_max_age']}, "
         f"max lag {p['max_lag_s']:g} s (replay_paused)",
-        f"{m['cpu_count']} CPUs, Python {m['python']}, Django {m['django']}, "
-        f"PostgreSQL {m['postgresql']}, uvicorn {m['uvicorn']}, gunicorn "
-        f"{m['gunicorn']} (gthread, 8 threads, 1 worker)",
+        f"{machine_line(m)} (gthread, 8 threads, 1 worker)",
         head,
         "-" * len(head),
     ]
@@ -1020,23 +995,15 @@ def _concurrency_table(data: dict[str, Any]) -> str:
     return f"concurrency: {json.dumps(shown, default=str)}"
 
 
-def write_results(data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    ignore = RESULTS / ".gitignore"
-    if not ignore.exists():
-        # Results are machine-specific: never committed.
-        ignore.write_text("*\n")
-    path = RESULTS / "faults.json"
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.faults", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
-        "--short", action="store_true", help="the short versions (as in the tests)"
+        "--short",
+        "--quick",
+        action="store_true",
+        help="the short versions (as in the tests)",
     )
     parser.add_argument(
         "--scenario",
@@ -1062,9 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(data))
     if args.json:
         print(json.dumps(data, indent=2, default=str))
-    path = write_results(data)
-    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
-    print(f"Results: {shown}")
+    print(f"Results: {write_results('faults.json', data)}")
     return 1 if data["failures"] else 0
 
 

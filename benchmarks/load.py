@@ -1,11 +1,13 @@
 """What the load generators share: the site's server, its table, cookie jars.
 
 ``benchmarks.consistency`` and ``benchmarks.faults`` both drive the Django
-site in ``benchmarks.site`` over HTTP on 127.0.0.1, one ``httpx`` client (and
-cookie jar) per simulated user, against a real cluster from
-``tests.cluster``.  The site runs in a process of its own, configured by the
-JSON in ``MULTIDB_BENCH_SITE`` (see ``benchmarks/site/settings.py``), under
-uvicorn (ASGI) or gunicorn with threads (WSGI, ``-k gthread``).
+site in ``benchmarks.site`` over HTTP on 127.0.0.1, one ``httpx`` client
+(and cookie jar) per simulated user, against a real cluster from
+``multidb.testing.cluster``.  The site runs in a process of its own
+(``Server``), configured by the JSON in ``MULTIDB_BENCH_SITE`` (see
+``benchmarks/site/settings.py``), under uvicorn (ASGI) or gunicorn with
+threads (WSGI, ``-k gthread``); ``benchmarks.concurrency`` runs its own
+views in a ``Server`` too.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import ROOT
 
 #: The servers ``Server`` can run the site under.
 SERVERS = ("uvicorn", "gunicorn")
@@ -121,55 +124,83 @@ def reset_table(cluster: Any, users: int, rows_per_user: int) -> None:
 
 
 class Server:
-    """The benchmark site in a process of its own, on a free loopback port.
+    """A Django site in a process of its own, on a free loopback port, ready
+    once ``/ping/`` answers 200: the benchmark site (``Server.of_site``), or
+    any ``command`` given the port (``benchmarks.concurrency``'s server).
 
-    ``kind`` is ``"uvicorn"`` (ASGI, sync views in a thread per request) or
-    ``"gunicorn"`` (WSGI, ``workers`` processes with ``GUNICORN_THREADS``
-    threads each; with ``preload``, the master imports the site before it
-    forks them: ``--preload``).
+    ``env`` is added to this process's environment, less libpq's ``PG*``
+    variables and ``DJANGO_SETTINGS_MODULE``: the site reads its settings
+    from ``env`` alone.
     """
 
     def __init__(
         self,
+        name: str,
+        command: Callable[[int], list[str]],
+        env: dict[str, str],
+        log: Path,
+    ) -> None:
+        from multidb.testing.cluster import free_ports
+
+        self.name = name
+        self.port = free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.command = command(self.port)
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("PG") and k != "DJANGO_SETTINGS_MODULE"
+        }
+        self.env.update(env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def of_site(
+        cls,
         site: dict[str, Any],
         seed_path: Path | None,
         log: Path,
         kind: str = "uvicorn",
         workers: int = 1,
         preload: bool = False,
-    ) -> None:
-        from tests.cluster import free_ports
+    ) -> Server:
+        """The benchmark site (``benchmarks.site``) configured by ``site``.
 
+        ``kind`` is ``"uvicorn"`` (ASGI, sync views in a thread per request)
+        or ``"gunicorn"`` (WSGI, ``workers`` processes with
+        ``GUNICORN_THREADS`` threads each; with ``preload``, the master
+        imports the site before it forks them: ``--preload``).
+        """
         if kind not in SERVERS:
             raise ValueError(f"unknown server {kind!r}; one of {SERVERS}")
         if kind == "uvicorn" and (workers != 1 or preload):
             raise ValueError("workers and preload are gunicorn's options")
-        self.kind = kind
-        self.port = free_ports(1)[0]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["DJANGO_SETTINGS_MODULE"] = "benchmarks.site.settings"
-        env["MULTIDB_BENCH_SITE"] = json.dumps(site)
-        paths = [str(ROOT)] + ([str(seed_path)] if seed_path else [])
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        if kind == "uvicorn":
-            self.command = [
-                sys.executable, "-m", "uvicorn", "benchmarks.site.asgi:application",
-                "--host", "127.0.0.1", "--port", str(self.port), "--lifespan", "off",
-                "--no-access-log", "--log-level", "warning",
-                "--timeout-graceful-shutdown", "3",
-            ]  # fmt: skip
-        else:
-            self.command = [
+
+        def command(port: int) -> list[str]:
+            if kind == "uvicorn":
+                return [
+                    sys.executable, "-m", "uvicorn",
+                    "benchmarks.site.asgi:application",
+                    "--host", "127.0.0.1", "--port", str(port), "--lifespan", "off",
+                    "--no-access-log", "--log-level", "warning",
+                    "--timeout-graceful-shutdown", "3",
+                ]  # fmt: skip
+            return [
                 sys.executable, "-m", "gunicorn", "benchmarks.site.wsgi:application",
-                "--bind", f"127.0.0.1:{self.port}", "--worker-class", "gthread",
+                "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread",
                 "--workers", str(workers), "--threads", str(GUNICORN_THREADS),
                 "--log-level", "warning", "--graceful-timeout", "3",
                 "--timeout", "60", "--backlog", "256",
             ] + (["--preload"] if preload else [])  # fmt: skip
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
+
+        paths = [str(ROOT)] + ([str(seed_path)] if seed_path else [])
+        env = {
+            "DJANGO_SETTINGS_MODULE": "benchmarks.site.settings",
+            "MULTIDB_BENCH_SITE": json.dumps(site),
+            "PYTHONPATH": os.pathsep.join(paths),
+        }
+        return cls(kind, command, env, log)
 
     def start(self, timeout: float = 30) -> None:
         self.spawn()
@@ -190,15 +221,16 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited:\n{self.tail()}")
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
             try:
-                if httpx.get(f"{self.url}/ping/", timeout=1).status_code == 200:
+                ping = httpx.get(f"{self.url}/ping/", timeout=1, trust_env=False)
+                if ping.status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(
-            f"{self.kind} did not answer within {timeout}s:\n{self.tail()}"
+            f"{self.name} did not answer within {timeout}s:\n{self.tail()}"
         )
 
     def stop(self) -> None:

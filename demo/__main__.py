@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import httpx
     import uvicorn
 
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
 APPLY_DELAY_MS = 1000
 #: How long user B waits before reading again, in seconds.
@@ -158,7 +158,7 @@ class Site:
     """The demo site on uvicorn, in a thread of this process."""
 
     def __init__(self) -> None:
-        from tests.cluster import free_ports
+        from multidb.testing.cluster import free_ports
 
         self.port = free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve:
         _check_port_free(args.port)
     t0 = time.monotonic()
-    from tests.cluster import Cluster
+    from multidb.testing.cluster import Cluster
 
     cluster = Cluster(replicas=1)
     try:

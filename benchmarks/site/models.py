@@ -11,3 +11,9 @@ class Row(models.Model):
     class Meta:
         managed = False
         db_table = TABLE
+
+
+class Item(models.Model):
+    """``benchmarks.concurrency``'s rows (its server creates the table)."""
+
+    name = models.CharField(max_length=100)

@@ -23,7 +23,7 @@ from asgiref.sync import SyncToAsync
 from django.conf import settings
 from django.db import connections
 
-from tests.cluster import Cluster, Node, PgBouncer
+from multidb.testing.cluster import Cluster, Node, PgBouncer
 
 SETTINGS_MODULE = "tests.postgres.settings"
 HERE = Path(__file__).parent

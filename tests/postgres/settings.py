@@ -12,7 +12,7 @@ import secrets
 
 import django
 
-from tests.cluster import Cluster, free_ports, temp_root
+from multidb.testing.cluster import Cluster, free_ports, temp_root
 from tests.settings import *  # noqa: F403
 
 PG_REPLICAS = 2

@@ -2,8 +2,9 @@
 
 The first test is a short run of ``benchmarks/concurrency.py`` (whose full
 run sends 10,000 requests): uvicorn in a thread of this process serves the
-test views ``/conc/sync/`` and ``/conc/async/`` over the session's cluster to
-50 concurrent HTTP clients, and every request must get exactly its own
+views ``/conc/sync/`` and ``/conc/async/`` (``benchmarks/site/concurrent.py``,
+over the test app's table) on the session's cluster to 50 concurrent HTTP
+clients, and every request must get exactly its own
 routing state (no pin crossing) with every read answered by the server of
 its alias (none misrouted).
 
@@ -36,11 +37,11 @@ from hypothesis import strategies as st
 from psycopg_pool import ConnectionPool
 
 from benchmarks import concurrency
+from benchmarks.site.concurrent import CONCURRENT_READS, SENTINEL
 from multidb import tokens
 from multidb.positions import parse_lsn
+from multidb.testing.cluster import Cluster
 from tests.app.models import Item
-from tests.cluster import Cluster
-from tests.postgres.views import CONCURRENT_READS, SENTINEL
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 

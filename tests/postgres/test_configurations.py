@@ -23,8 +23,8 @@ from multidb import health, read_after, tokens
 from multidb.checks import check_read_your_writes
 from multidb.middleware import pinning_cookie
 from multidb.pinning import begin_request, end_request
+from multidb.testing.cluster import Cluster
 from tests.app.models import Item
-from tests.cluster import Cluster
 from tests.postgres.conftest import Faults, node_of, reset_connections
 from tests.postgres.test_tokens import (
     PRIMARY,

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from benchmarks import faults
-from tests.cluster import Cluster
+from multidb.testing.cluster import Cluster
 
 # Slow (about 80 s): ``./run.sh test`` and CI run them; the tox matrix,
 # which checks compatibility across Django versions, leaves them out.

@@ -1,4 +1,5 @@
-"""The PgBouncer harness (``tests.cluster.PgBouncer``) on the session cluster.
+"""The PgBouncer harness (``multidb.testing.cluster.PgBouncer``) on the session
+cluster.
 
 The session's own PgBouncer (the ``pg_bouncer`` fixture) serves the tests
 that run through it; these start PgBouncers of their own.
@@ -11,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from tests.cluster import Cluster, PgBouncer
+from multidb.testing.cluster import Cluster, PgBouncer
 
 
 def connect(bouncer: PgBouncer, node, dbname: str = "postgres") -> psycopg.Connection:

@@ -16,8 +16,8 @@ from django.test import Client
 
 from multidb import use_primary_db
 from multidb.middleware import pinning_cookie
+from multidb.testing.cluster import Cluster
 from tests.app.models import Item
-from tests.cluster import Cluster
 from tests.postgres.views import server_port
 
 pytestmark = [

@@ -33,7 +33,7 @@ from django.test import Client, override_settings
 
 from multidb import health, rotation
 from multidb.positions import parse_lsn
-from tests.cluster import Cluster
+from multidb.testing.cluster import Cluster
 from tests.conftest import at_once
 from tests.postgres.conftest import node_of
 

@@ -31,8 +31,8 @@ from multidb import health, read_after, tokens, use_primary_db
 from multidb.middleware import pinning_cookie
 from multidb.pinning import begin_request, end_request, unpin_this_thread
 from multidb.positions import format_lsn, parse_lsn
+from multidb.testing.cluster import Cluster, free_ports
 from tests.app.models import Item
-from tests.cluster import Cluster, free_ports
 from tests.postgres.conftest import Faults
 from tests.postgres.views import _lookup
 

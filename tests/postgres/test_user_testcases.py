@@ -21,8 +21,8 @@ from django.test import TestCase
 
 import multidb
 from multidb import health
+from multidb.testing.cluster import Cluster
 from tests.app.models import Item
-from tests.cluster import Cluster
 from tests.postgres.test_tokens import PRIMARY, REPLICAS, find
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,7 +24,7 @@ urlpatterns += [
     path("async-read-after/", views.async_read_after),
 ]
 
-# Concurrent mixed requests (test_concurrency.py, benchmarks/concurrency.py).
+# Concurrent mixed requests (test_concurrency.py; the views are the benchmark's).
 urlpatterns += [
     path("conc/sync/", views.concurrent_reads),
     path("conc/async/", views.async_concurrent_reads),

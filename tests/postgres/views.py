@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
-from django.db.models import BooleanField, IntegerField, QuerySet
-from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, JsonResponse
 
 import multidb
+from benchmarks.site.concurrent import views_for
 from multidb import this_thread_is_pinned
-from multidb.pinning import RequestState, current_request
 from tests.app.models import Item
 
 
@@ -133,68 +128,9 @@ def read_then_time_out_on_the_primary(request: HttpRequest) -> JsonResponse:
     return JsonResponse({})
 
 
-# --- views for the concurrency tests (test_concurrency.py, benchmarks/concurrency.py)
+# --- views for the concurrency tests (test_concurrency.py), the benchmark's own
 
-#: The one row every concurrency read selects (with the answering server's
-#: port): a plain ``QuerySet`` read, so the instance's ``_state.db`` is the
-#: alias of the very connection that ran the SELECT.
-SENTINEL = "concurrency-sentinel"
-#: Reads per request.
-CONCURRENT_READS = 4
-
-
-def _probe(name: str) -> QuerySet[Item]:
-    """The sentinel, with the port of the server that answered and whether a
-    row named ``name`` exists there."""
-    queryset: QuerySet[Item] = Item.objects.filter(name=SENTINEL).annotate(
-        port=RawSQL("inet_server_port()", (), output_field=IntegerField()),
-        found=RawSQL(
-            f"EXISTS (SELECT 1 FROM {Item._meta.db_table} WHERE name = %s)",
-            (name,),
-            output_field=BooleanField(),
-        ),
-    )
-    return queryset
-
-
-def _observed(row: Any, state: RequestState | None) -> dict[str, object]:
-    return {
-        "db": row._state.db,
-        "port": row.port,
-        "found": row.found,
-        "pinned": this_thread_is_pinned(),
-        # The routing state is still this request's own, not another's.
-        "own": state is not None and current_request() is state,
-    }
-
-
-def _write_requested(request: HttpRequest) -> bool:
-    return "write" in request.GET or "write" in request.POST
-
-
-def concurrent_reads(request: HttpRequest) -> JsonResponse:
-    """``CONCURRENT_READS`` reads, after creating a row named ``name`` if
-    ``write`` is given (in the query string or the form)."""
-    state = current_request()
-    name = request.GET["name"]
-    if _write_requested(request):
-        Item.objects.create(name=name)
-    reads = [_observed(_probe(name).get(), state) for _ in range(CONCURRENT_READS)]
-    return JsonResponse({"rid": request.GET["rid"], "reads": reads})
-
-
-async def async_concurrent_reads(request: HttpRequest) -> JsonResponse:
-    """``concurrent_reads`` with the async ORM, yielding to the event loop
-    before every read."""
-    state = current_request()
-    name = request.GET["name"]
-    if _write_requested(request):
-        await Item.objects.acreate(name=name)
-    reads = []
-    for _ in range(CONCURRENT_READS):
-        await asyncio.sleep(0)
-        reads.append(_observed(await _probe(name).aget(), state))
-    return JsonResponse({"rid": request.GET["rid"], "reads": reads})
+concurrent_reads, async_concurrent_reads = views_for(Item)
 
 
 # --- views for the configuration tests (test_configurations.py) -----------------

@@ -8,7 +8,7 @@ Self-contained (no pytest, no Django import)::
         c.pause_replay(c.replicas[0])
         ...
 
-``python -m tests.cluster`` starts one, prints its DSNs and how long that
+``python -m multidb.testing.cluster`` starts one, prints its DSNs and how long that
 took, and stops it.
 
 Server commands (``initdb``, ``pg_ctl``, ``pg_basebackup``) refuse to run as
