@@ -30,7 +30,13 @@ from multidb import PinningReplicaRouter, health, replicas, use_primary_db
 from multidb.health import HISTORY, DatabaseStatus
 from multidb.positions import ReplicaState
 from tests.app.models import Item
-from tests.conftest import at_once, close_for_real, forget, prober_threads, stop_prober
+from tests.conftest import (
+    at_once,
+    close_for_real,
+    forget,
+    prober_threads,
+    reset_state,
+)
 
 db = pytest.mark.django_db(transaction=True, databases="__all__")
 
@@ -745,9 +751,8 @@ def test_after_fork_the_child_starts_over_and_runs_a_prober_of_its_own(wait_unti
             prober_before = health._worker._thread
             replicas.rotation()
             wait_until(lambda: all(s.state == "ok" for s in child.statuses()))
-        stop_prober()
-        forget(child)
     finally:
+        reset_state()  # the child's prober and probe connections
         health.registry = parent  # this process is the parent, after all
 
     assert child is not parent
