@@ -11,16 +11,21 @@ The values: garbage of any size up to 10 kB (and 100 kB), unicode, control chara
 raw bytes, empty values, the legacy ``y``, forged signatures in a token's
 shape, tokens signed with the right salt but another ``SECRET_KEY`` (or
 another salt), tokens signed correctly for another alias, tampered, expired
-or over-long tokens, and valid ones.  For each request three things are
+or over-long tokens, and valid ones.  Each value is made as one kind, and
+the README says what each kind means on SQLite (which has no positions): an
+expired token (not over ``MAX_TOKEN_LENGTH``) gives no pin; anything else
+pins by time, a valid token included.  For each request three things are
 checked:
 
-1. the README's meaning of the value's kind, through ``tokens.pin_for`` on
-   the value as the middleware received it: an expired token (not over
-   ``MAX_TOKEN_LENGTH``) gives no pin, anything else pins by time, a valid
-   token included, since SQLite has no positions;
-2. the pin the middleware gave the request, from what it received (an unsafe
-   method pins; a cookie and a header: the stricter wins; an empty header
-   is no header; ``MULTIDB_PINNING_MODE = "time"``: anything pins);
+1. that ``tokens.pin_for`` gives the value, as the middleware received it,
+   its kind's meaning (and that ASCII kinds arrive intact);
+2. the pin the middleware gave the request, stated from the method, the
+   settings and the kinds of the values sent, never by parsing what arrived:
+   no value, an unsafe method pins (``MULTIDB_PIN_UNSAFE_METHODS``);
+   ``MULTIDB_PINNING_MODE = "time"``, any value pins; otherwise an unsafe
+   method pins, else the kind's meaning, and with a cookie and a header the
+   stricter (either pins); an empty header is no header; a value changed on
+   the way (only kinds not in ASCII) is garbage, which pins;
 3. the routing outcome: pinned, every read goes to the primary; not, every
    read to one replica; the pin cookie is set only after an unsafe method;
    and after the response this context is unpinned.
@@ -414,24 +419,44 @@ def asgi_raw(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Answ
 # --- judging the answers ------------------------------------------------------------
 
 
+def meaning(arrived: str | None, sent: list[Value]) -> bool | None:
+    """What the README says a value that arrived means on SQLite, from the
+    kind of the value sent that it is: None when nothing arrived; a value
+    sent changed on the way (only kinds not in ``ASCII_KINDS``) or made up
+    by a cookie parser is garbage, a time pin."""
+    if arrived is None:
+        return None
+    for value in sent:
+        if arrived in (value.text, value.latin1):
+            return value.pin
+    return TIME
+
+
 def documented_pin(
-    method: str, cookie: str | None, header: str | None, config: Config
+    method: str, config: Config, cookie: bool | None, header: bool | None
 ) -> bool:
-    """The pin the README gives a request that arrives with these values."""
+    """The pin the README gives a request with this method, under these
+    settings, with a cookie and a header of these meanings (None: none)."""
     unsafe = method not in READ_ONLY_METHODS
-    header = header or None  # an empty header is no header
-    if cookie is None and header is None:
+    carried = [pin for pin in (cookie, header) if pin is not None]
+    if not carried:
         return unsafe and (config.pin_unsafe or config.mode == "time")
-    if config.mode == "time" or (unsafe and config.pin_unsafe):
+    if config.mode == "time":
+        return True  # any value pins, as in 0.11
+    if unsafe and config.pin_unsafe:
         return True
-    pins = [tokens.pin_for(value) for value in (cookie, header) if value is not None]
-    assert all(type(pin) is bool for pin in pins), pins  # no positions on SQLite
-    return any(pins)  # the stricter of the two
+    return any(carried)  # the stricter of the two
 
 
 def check(
-    answer: Answer, method: str, config: Config, sent: dict[str, Value | None]
+    answer: Answer,
+    method: str,
+    config: Config,
+    sent: dict[str, Value | None],
+    embedded: tuple[Value, ...] = (),
 ) -> None:
+    """``embedded``: the values inside a whole cookie header, one of which
+    may arrive as the pin cookie."""
     body = answer.body
     # 1. What each value means, for the values that arrived as sent (or as
     #    one character a byte, as WSGI and ASGI servers pass headers on).
@@ -446,7 +471,14 @@ def check(
         else:
             assert value.kind not in ASCII_KINDS, (value, seen)
     # 2. The pin the middleware gave the request.
-    pin = documented_pin(method, body["cookie"], body["header"], config)
+    cookie_sent = [v for v in (sent.get("cookie"), *embedded) if v is not None]
+    header_sent = [v for v in (sent.get("header"),) if v is not None]
+    pin = documented_pin(
+        method,
+        config,
+        meaning(body["cookie"], cookie_sent),
+        meaning(body["header"] or None, header_sent),  # empty: no header
+    )
     assert body["pin"] is pin, (body, pin)
     event("primary" if pin else "replica")
     # 3. Where the reads went, and the cookie.
@@ -588,12 +620,13 @@ def test_a_fuzzed_cookie_and_header_together_follow_the_stricter(
     check(answer, method, Config(), {"cookie": cookie, "header": header})
 
 
+#: Parts of a cookie header, each with the value it carries (if any).
 cookie_parts = st.one_of(
-    st.text(max_size=40).map(str.encode),
-    st.binary(max_size=40),
-    values.map(lambda v: COOKIE.encode() + b"=" + v.wire),
-    values.map(lambda v: b" " + COOKIE.encode() + b" = " + v.wire + b" "),
-    values.map(lambda v: b"other=" + v.wire),
+    st.text(max_size=40).map(lambda t: (t.encode(), None)),
+    st.binary(max_size=40).map(lambda raw: (raw, None)),
+    values.map(lambda v: (COOKIE.encode() + b"=" + v.wire, v)),
+    values.map(lambda v: (b" " + COOKIE.encode() + b" = " + v.wire + b" ", v)),
+    values.map(lambda v: (b"other=" + v.wire, v)),
 )
 
 
@@ -610,14 +643,17 @@ cookie_parts = st.one_of(
 def test_fuzzed_whole_cookie_headers_never_fail_and_pin_as_parsed(
     parts, separators, method, path, handler
 ):
-    raw = b"".join(part + sep for part, sep in zip(parts, separators, strict=False))
+    raw = b"".join(
+        part + sep for (part, _), sep in zip(parts, separators, strict=False)
+    )
     if handler == "wsgi":
         answer = wsgi(method, path, HTTP_COOKIE=raw.decode("latin-1"))
     else:
         answer = asgi_raw(method, path, [(b"cookie", raw)])
 
-    # Whatever Django's cookie parser made of it, the pin follows that value.
-    check(answer, method, Config(), {})
+    # Whatever Django's cookie parser made of it: one of the values put in,
+    # or garbage.
+    check(answer, method, Config(), {}, tuple(v for _, v in parts if v is not None))
 
 
 # --- the Python API: any string at all ----------------------------------------------
