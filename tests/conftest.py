@@ -10,7 +10,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from multidb import health, pinning, rotation, signals
-from multidb.conf import conf
+from multidb.conf import _clear_cache, conf
 from tests.app import routers
 
 # --- Hypothesis: local runs explore, CI runs repeat the same examples ----------
@@ -38,17 +38,6 @@ hypothesis_settings.register_profile(
     "ci", _default, deadline=None, derandomize=True, database=None, print_blob=True
 )
 hypothesis_settings.load_profile(hypothesis_profile(os.environ))
-
-
-@pytest.fixture(autouse=True)
-def _fresh_routing_state() -> Iterator[None]:
-    """Each test starts unpinned, with a fresh rotation, and no recorded decisions."""
-    token = pinning._scope.set(pinning._ROOT)
-    rotation._invalidate()
-    routers.decisions.clear()
-    yield
-    pinning._scope.reset(token)
-    rotation._invalidate()
 
 
 @pytest.fixture
@@ -123,16 +112,31 @@ def stop_prober(timeout: float = 15.0) -> None:
         pytest.fail(f"the health prober did not stop within {timeout:g}s")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_health_state() -> Iterator[None]:
-    """Each test ends with no prober thread, no probe still waiting, no health
-    state or probe connection, and every replica back in rotation."""
-    yield
+def reset_state() -> None:
+    """Put the package's process-wide state back as a test expects to find
+    it: no prober thread, no probe still waiting, no health state or probe
+    connection, every replica back in rotation and the rotation rebuilt, the
+    settings read afresh, this context unpinned, and no recorded decisions.
+
+    The one place that knows the package's internals well enough to reset
+    them: fixtures and tests call this rather than poke them."""
     stop_prober()
     # A probe stuck on a frozen server ends once the server is thawed.
     wait_until(lambda: not health.registry._in_flight, 15, "probes still in flight")
     forget(health.registry)
     rotation.exclude(())
+    rotation._invalidate()
+    _clear_cache()
+    pinning._scope.set(pinning._ROOT)
+    routers.decisions.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state() -> Iterator[None]:
+    """Each test starts, and ends, with the state of ``reset_state``."""
+    reset_state()
+    yield
+    reset_state()
 
 
 def forget(registry: health.Registry) -> None:

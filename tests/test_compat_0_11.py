@@ -314,14 +314,6 @@ def test_pinningmasterslaverouter():
     assert len(record) == 1
 
 
-@mock.patch.object(multidb, "get_replica")
-def test_get_slave(mock_get_replica):
-    with pytest.warns(DeprecationWarning, match="get_slave") as record:
-        multidb.get_slave()
-    assert mock_get_replica.called
-    assert len(record) == 1
-
-
 def test_use_master():
     assert isinstance(multidb.pinning.use_master, use_primary_db.__class__)
     with (
@@ -335,9 +327,10 @@ def test_use_master():
 # --- the deprecated names still work -----------------------------------------
 
 
-def test_get_slave_returns_a_replica():
-    with pytest.warns(DeprecationWarning, match="get_replica"):
+def test_get_slave_warns_once_and_returns_a_replica():
+    with pytest.warns(DeprecationWarning, match="get_replica") as record:
         assert multidb.get_slave() in REPLICAS
+    assert len(record) == 1
 
 
 def test_use_master_pins_and_restores():

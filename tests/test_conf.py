@@ -1,15 +1,7 @@
 import pytest
 from django.test import override_settings
 
-from multidb.conf import DEFAULT_DB_ALIAS, REPLICA_SETTINGS, conf
-
-
-def test_default_db_alias_is_default():
-    assert DEFAULT_DB_ALIAS == "default"
-
-
-def test_replica_settings_are_the_settings_that_define_the_replica_set():
-    assert {"REPLICA_DATABASES", "SLAVE_DATABASES", "DATABASES"} == REPLICA_SETTINGS
+from multidb.conf import conf
 
 
 def test_pinning_settings_defaults():

@@ -16,10 +16,7 @@ import threading
 import pytest
 from asgiref.sync import async_to_sync, iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
-from django.http.cookie import parse_cookie
 from django.test import AsyncClient, AsyncRequestFactory, Client, RequestFactory
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from multidb import pinning
 from multidb.conf import conf
@@ -221,57 +218,6 @@ async def test_any_cookie_value_pins_an_async_get(value):
     response = await client.get("/async-read-many/")
     assert response.status_code == 200
     assert response.json()["dbs"] == ["default"] * 5
-
-
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(value=st.text(max_size=4000))
-def test_random_cookie_values_always_pin_and_never_500(value):
-    response = Client().get("/read-many/", HTTP_COOKIE=_as_wsgi(f"{COOKIE}={value}"))
-    assert response.status_code == 200
-    body = response.json()
-    assert body["pinned"] is True
-    assert body["dbs"] == ["default"] * 5
-    assert_unpinned_outside_requests()
-
-
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(
-    header=st.text(max_size=300)
-    | st.builds(lambda a, b: f"{a}; {COOKIE}={b}", st.text(max_size=100), st.text())
-)
-def test_random_cookie_headers_never_500_and_pin_iff_the_cookie_is_there(header):
-    response = Client().get("/read-many/", HTTP_COOKIE=_as_wsgi(header))
-    assert response.status_code == 200
-    assert response.json()["pinned"] is (COOKIE in parse_cookie(header))
-    assert_unpinned_outside_requests()
-
-
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
-)
-@given(value=st.binary(max_size=500))
-def test_random_cookie_bytes_pin_the_async_middleware(value):
-    async def view(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(Item.objects.all().db)
-
-    async def run() -> HttpResponse:
-        request = AsyncRequestFactory().get("/")
-        request.META["HTTP_COOKIE"] = (COOKIE.encode() + b"=" + value).decode("latin-1")
-        return await PinningRouterMiddleware(view)(request)
-
-    response = asyncio.run(run())
-    assert response.content == b"default"
-    assert_unpinned_outside_requests()
 
 
 # --- the request's context is reset after the response ------------------------

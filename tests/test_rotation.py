@@ -13,12 +13,6 @@ from multidb.conf import replica_weights
 from multidb.rotation import MAX_ROTATION_LENGTH, Rotation, Sticky, smooth_sequence
 
 
-@pytest.fixture(autouse=True)
-def _restore_exclusions():
-    yield
-    rotation.exclude(())
-
-
 def reads(count, router=None):
     router = router or PinningReplicaRouter()
     return [router.db_for_read(None) for _ in range(count)]

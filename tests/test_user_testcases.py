@@ -84,7 +84,6 @@ def test_unset_the_prober_is_off_under_a_test_runner_and_on_outside_one(monkeypa
         assert conf.HEALTH_CHECK_INTERVAL is None
         monkeypatch.delattr(mail, "outbox")
         assert conf.HEALTH_CHECK_INTERVAL == 1.0
-    _clear_cache()
 
 
 def test_a_probe_the_test_forbids_leaves_every_replica_in_rotation():

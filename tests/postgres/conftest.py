@@ -330,7 +330,7 @@ class Faults:
         for step in steps:
             try:
                 step()
-            except Exception as exc:  # noqa: BLE001 - raised below, after the rest
+            except Exception as exc:  # raised below, after the rest
                 errors.append(exc)
         if errors:
             raise errors[0]

@@ -99,7 +99,7 @@ def in_thread(fn: Callable[[], T]) -> T:
     def target() -> None:
         try:
             outcome["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:  # re-raised in the caller
             outcome["error"] = exc
         finally:
             connections.close_all()
