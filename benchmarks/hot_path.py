@@ -160,13 +160,13 @@ def candidates() -> list[tuple[str, str, Setup]]:
             elif state == "pinned":
                 ours_pinning.pin_this_thread()
             elif state == "request":
-                ours_pinning.begin_request(False)
+                ours_pinning.begin_request(ours_pinning.NO_PIN)
             elif state == "request pinned":
-                ours_pinning.begin_request(True)
+                ours_pinning.begin_request(ours_pinning.TIME_PIN)
             elif state == "atomic view":
                 # Django's handler runs the view in atomic() on the primary
                 # (ATOMIC_REQUESTS); the middleware has noted it.
-                ours_pinning.begin_request(False)
+                ours_pinning.begin_request(ours_pinning.NO_PIN)
                 ours_pinning.current_request().atomic_view = True  # type: ignore[union-attr]
                 _view_block.append(transaction.atomic())
                 _view_block[-1].__enter__()

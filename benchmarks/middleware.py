@@ -387,7 +387,7 @@ def components(rounds: int) -> dict[str, dict[str, float]]:
             ),
             "_incoming(GET request)": lambda: middleware._incoming(request),
             "begin_request + end_request": lambda: pinning.end_request(
-                pinning.begin_request(False)
+                pinning.begin_request(pinning.NO_PIN)
             ),
         },
         rounds,

@@ -25,7 +25,15 @@ from django.http import HttpRequest, HttpResponseBase
 
 from . import health, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
-from .pinning import RequestState, begin_request, current_request, end_request
+from .pinning import (
+    NO_PIN,
+    TIME_PIN,
+    Pin,
+    RequestState,
+    begin_request,
+    current_request,
+    end_request,
+)
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
 
@@ -52,18 +60,18 @@ def pinning_seconds() -> int:
     return conf.PINNING_SECONDS
 
 
-def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
+def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
     """The request's pin, and the valid token it carries (to pass on)."""
     cookie = request.COOKIES.get(conf.PINNING_COOKIE)
     header_name = conf.PINNING_HEADER
     header = (request.headers.get(header_name) or None) if header_name else None
     unsafe = request.method not in READ_ONLY_METHODS
     if cookie is None and header is None:
-        return unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"), None
-    if conf.PINNING_MODE == "time":
-        return True, None
-    if unsafe and conf.PIN_UNSAFE_METHODS:
-        return True, None
+        if unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"):
+            return TIME_PIN, None
+        return NO_PIN, None
+    if conf.PINNING_MODE == "time" or (unsafe and conf.PIN_UNSAFE_METHODS):
+        return TIME_PIN, None
     invalid = tokens.invalid_pin()
     pins = [
         (tokens.pin_for(value, invalid), value)
@@ -71,8 +79,7 @@ def _incoming(request: HttpRequest) -> tuple[bool | int, str | None]:
         if value is not None
     ]
     # A cookie and a header: follow the stricter of the two.
-    none: bool | int = False
-    pin = functools.reduce(tokens.stricter, (found for found, _ in pins), none)
+    pin = functools.reduce(tokens.stricter, (found for found, _ in pins), NO_PIN)
     if type(pin) is not int:
         return pin, None
     return pin, next(value for found, value in pins if found == pin)
@@ -147,7 +154,7 @@ def _carried_token(request: HttpRequest) -> str | None:
     positions = [
         (pin, value)
         for value in values
-        if value and type(pin := tokens.pin_for(value, tokens.NO_PIN)) is int
+        if value and type(pin := tokens.pin_for(value, NO_PIN)) is int
     ]
     return max(positions)[1] if positions else None
 

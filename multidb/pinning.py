@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.db.backends.signals import connection_created
@@ -39,6 +39,25 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TimePin:
+    """The pin that sends reads to the primary: a write in the request, an
+    unsafe method, ``use_primary_db`` at the top of a request, or a value
+    that is not a valid token (for ``MULTIDB_PINNING_SECONDS``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TIME_PIN"
+
+
+#: No pin: reads go wherever the rotation sends them.
+NO_PIN: Final = None
+TIME_PIN: Final = TimePin()
+#: What a request's reads wait for: nothing, the primary, or a replica that
+#: has replayed a position (an ``int``).  Never a bool: ``True == 1``.
+Pin: TypeAlias = "TimePin | int | None"
 
 
 class RequestState(rotation.Sticky):
@@ -62,7 +81,7 @@ class RequestState(rotation.Sticky):
 
     def __init__(
         self,
-        pinned: bool | int = False,
+        pinned: Pin = NO_PIN,
         incoming: str | None = None,
         outer: RequestState | None = None,
     ) -> None:
@@ -174,7 +193,7 @@ connection_created.connect(_watch_primary, dispatch_uid="multidb.pinning")
 # --- request scope, used by the middleware ---------------------------------
 
 
-def begin_request(pinned: bool | int, incoming: str | None = None) -> Token[Scope]:
+def begin_request(pinned: Pin, incoming: str | None = None) -> Token[Scope]:
     """Start a fresh scope for one request; pass the token to ``end_request``."""
     state = RequestState(pinned, incoming)
     return _scope.set(Scope(request=state, parent=_scope.get()))
@@ -198,7 +217,7 @@ def this_thread_is_pinned() -> bool:
     return scope.primary or (
         scope.replica is None
         and request is not None
-        and request.pinned is True
+        and request.pinned is TIME_PIN
         and not scope.unpinned
     )
 
@@ -218,7 +237,7 @@ def unpin_this_thread() -> None:
     request = scope.request
     parent = scope.parent
     if request is not None and (parent is None or parent.request is not request):
-        request.pinned = False
+        request.pinned = NO_PIN
     _scope.set(scope.unpinned_copy())
 
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from typing import Any
+from typing import Any, cast
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
 
 from . import health, mirrors, rotation
 from .conf import DEFAULT_DB_ALIAS
-from .pinning import RequestState
+from .pinning import NO_PIN, TIME_PIN, RequestState
 from .pinning import current_scope as _get_scope
 from .positions import adapter
 
@@ -140,7 +140,7 @@ def route_read(router: object, model: object, **hints: object) -> str:
         return _repick(request)
     if scope.replica is not None:
         return scope.replica.pick()
-    if scope.primary or request.pinned is True:  # type: ignore[union-attr]
+    if scope.primary or request.pinned is TIME_PIN:  # type: ignore[union-attr]
         return DEFAULT_DB_ALIAS
     return read_alias_after(request)  # type: ignore[arg-type]
 
@@ -165,7 +165,7 @@ def _repick(request: RequestState) -> str:
     """The request's replica after the rotation changed."""
     before = request.alias
     alias = request.pick()
-    if alias != before and request.settled is not None and request.pinned is False:
+    if alias != before and request.settled is not None and request.pinned is NO_PIN:
         # The replica that had replayed the request's token is gone: the
         # next one must prove it has too.
         request.pinned, request.settled = request.settled, None
@@ -187,7 +187,7 @@ def route_write(router: object, model: object, **hints: object) -> str:
     request = _get_scope().request
     while request is not None:
         request.wrote = True
-        request.pinned = True
+        request.pinned = TIME_PIN
         request = request.outer
     return DEFAULT_DB_ALIAS
 
@@ -231,7 +231,7 @@ def read_alias_after(request: RequestState) -> str:
     one the prober last saw furthest ahead, else the request's own), and the
     read goes to the primary if it has not caught up.
     """
-    position = request.pinned
+    position = cast(int, request.pinned)  # route_read calls this for a position only
     if app_in_atomic(request):
         return DEFAULT_DB_ALIAS
     current = rotation.rotation()
@@ -293,7 +293,7 @@ def _settle(
         # of the same request wrote, and that write pins the rest of it.
         return DEFAULT_DB_ALIAS
     request.settled = position
-    request.pinned = False
+    request.pinned = NO_PIN
     request.alias = alias
     request.rotation = current
     return alias

@@ -25,9 +25,13 @@ from django.utils.crypto import salted_hmac
 
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import (
+    NO_PIN,
+    TIME_PIN,
     Override,
+    Pin,
     RequestState,
     Scope,
+    TimePin,
     current_request,
 )
 from .positions import adapter
@@ -45,8 +49,6 @@ MAX_TOKEN_LENGTH: Final = 256
 MAX_COOKIE_SECONDS: Final = 400 * 24 * 3600
 
 #: What an incoming value means: no pin, or a pin for ``PINNING_SECONDS``.
-NO_PIN: Final = False
-TIME_PIN: Final = True
 
 
 #: Starts the payload of a token whose position is encrypted.
@@ -105,7 +107,7 @@ def sign_time(alias: str = DEFAULT_DB_ALIAS) -> str:
     return signing.TimestampSigner(salt=SALT).sign(f"{alias}:")
 
 
-def pin_for(value: str, invalid: bool = TIME_PIN) -> bool | int:
+def pin_for(value: str, invalid: Pin = TIME_PIN) -> Pin:
     """What a pin cookie (or header) value asks of the reads that carry it.
 
     A validly signed token gives the position to wait for, whatever its age:
@@ -146,7 +148,7 @@ def pin_for(value: str, invalid: bool = TIME_PIN) -> bool | int:
         return invalid
 
 
-def invalid_pin() -> bool:
+def invalid_pin() -> Pin:
     """What an incoming value that is not a valid token asks: nothing under
     ``MULTIDB_INVALID_TOKEN = "ignore"`` where the primary has positions,
     else a time pin."""
@@ -155,7 +157,7 @@ def invalid_pin() -> bool:
     return TIME_PIN
 
 
-def _time_pin_unless_expired(signer: signing.TimestampSigner, value: str) -> bool:
+def _time_pin_unless_expired(signer: signing.TimestampSigner, value: str) -> Pin:
     try:
         signer.unsign(value, max_age=conf.PINNING_SECONDS)
     except signing.SignatureExpired:
@@ -234,13 +236,13 @@ def position_token() -> str:
     return sign_time() if position is None else sign(position)
 
 
-def stricter(a: bool | int, b: bool | int) -> bool | int:
+def stricter(a: Pin, b: Pin) -> Pin:
     """The pin that keeps reads at least as fresh as both ``a`` and ``b``."""
-    if a is True or b is True:
-        return True
-    if a is False:
+    if isinstance(a, TimePin) or isinstance(b, TimePin):
+        return TIME_PIN
+    if a is None:
         return b
-    if b is False:
+    if b is None:
         return a
     return max(a, b)
 

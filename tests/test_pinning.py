@@ -21,6 +21,8 @@ from django.http import HttpResponse
 
 from multidb import pinning, rotation, routers
 from multidb.pinning import (
+    NO_PIN,
+    TIME_PIN,
     db_write,
     mark_as_write,
     pin_this_thread,
@@ -51,7 +53,7 @@ def state() -> tuple[bool, str]:
 
 
 @contextlib.contextmanager
-def request_scope(pinned: bool) -> Iterator[pinning.RequestState]:
+def request_scope(pinned: pinning.Pin) -> Iterator[pinning.RequestState]:
     """The routing scope of one request, as the middleware opens it."""
     token = pinning.begin_request(pinned)
     try:
@@ -116,9 +118,11 @@ async def test_pin_this_thread_in_one_task_does_not_pin_a_sibling_task():
 OUTER_STATES: dict[str, Callable[[contextlib.ExitStack], None]] = {
     "unpinned": lambda stack: None,
     "pin_this_thread": lambda stack: pin_this_thread(),
-    "pinned_request": lambda stack: stack.enter_context(request_scope(True)) and None,
+    "pinned_request": lambda stack: (
+        stack.enter_context(request_scope(TIME_PIN)) and None
+    ),
     "unpinned_request": lambda stack: (
-        stack.enter_context(request_scope(False)) and None
+        stack.enter_context(request_scope(NO_PIN)) and None
     ),
     "use_replica": lambda stack: stack.enter_context(use_replica),
     "use_primary_db": lambda stack: stack.enter_context(use_primary_db),
@@ -211,21 +215,21 @@ def test_this_thread_is_pinned_reports_where_reads_go(scope):
         elif scope == "use_replica":
             enter(use_replica)
         elif scope in ("pinned_request", "unpinned_request"):
-            enter(request_scope(scope == "pinned_request"))
+            enter(request_scope(TIME_PIN if scope == "pinned_request" else NO_PIN))
         elif scope == "use_replica_in_pinned_request":
-            enter(request_scope(True))
+            enter(request_scope(TIME_PIN))
             enter(use_replica)
             # The documented part: reads go to a replica even in a pinned request.
             assert kind(read()) == "replica"
             return
         elif scope == "use_primary_db_in_unpinned_request":
-            enter(request_scope(False))
+            enter(request_scope(NO_PIN))
             enter(use_primary_db)
         elif scope == "pin_this_thread_in_use_replica":
             enter(use_replica)
             pin_this_thread()
         elif scope == "use_replica_in_pinned_request_reports":
-            enter(request_scope(True))
+            enter(request_scope(TIME_PIN))
             enter(use_replica)
         pinned, where = state()
         assert pinned == (where == "primary")
@@ -372,7 +376,7 @@ def test_use_replica_block_sticks_to_one_replica_while_free_reads_rotate():
 
 
 def test_use_replica_in_a_request_shares_the_request_replica():
-    with request_scope(False):
+    with request_scope(NO_PIN):
         request_replica = read()
         assert request_replica in REPLICAS
         assert _reads_in(use_replica) == [request_replica] * 6
@@ -381,7 +385,7 @@ def test_use_replica_in_a_request_shares_the_request_replica():
 
 
 def test_use_replica_in_a_pinned_request_reads_the_request_replica_then_restores():
-    with request_scope(True):
+    with request_scope(TIME_PIN):
         assert kind(read()) == "primary"
         dbs = _reads_in(use_replica)
         assert len(set(dbs)) == 1 and dbs[0] in REPLICAS
@@ -453,7 +457,7 @@ def test_writes_inside_use_replica_go_to_default():
     with use_replica("replica1"):
         assert router.db_for_write(Item) == "default"
         assert read() == "replica1"
-    with request_scope(False) as request, use_replica:
+    with request_scope(NO_PIN) as request, use_replica:
         assert router.db_for_write(Item) == "default"
         assert kind(read()) == "replica"  # the block still wins over the write pin
         assert request.pinned and request.wrote
@@ -553,7 +557,7 @@ def test_mark_as_write_marks_and_returns_the_same_response():
 
 def test_a_write_in_a_request_pins_the_rest_of_that_request():
     """0.11 has no notion of a request: a write never pins its reads."""
-    with request_scope(False) as request:
+    with request_scope(NO_PIN) as request:
         assert state() == (False, "replica")
         assert not request.wrote
         assert router.db_for_write(Item) == "default"
@@ -566,7 +570,7 @@ def test_a_write_in_a_request_pins_the_rest_of_that_request():
 
 
 def test_route_write_in_a_nested_block_pins_the_whole_request():
-    with request_scope(False) as request:
+    with request_scope(NO_PIN) as request:
         with use_primary_db:
             routers.route_write(None, Item)
         assert request.wrote
@@ -575,7 +579,7 @@ def test_route_write_in_a_nested_block_pins_the_whole_request():
 
 @pytest.mark.asyncio
 async def test_a_write_in_a_sub_task_pins_the_request_it_belongs_to():
-    with request_scope(False):
+    with request_scope(NO_PIN):
 
         async def write() -> None:
             router.db_for_write(Item)
@@ -595,13 +599,13 @@ def test_a_write_in_one_request_does_not_pin_a_concurrent_request():
     wrote = threading.Event()
 
     def other_request() -> list[tuple[bool, str]]:
-        with request_scope(False):
+        with request_scope(NO_PIN):
             assert wrote.wait(TIMEOUT)
             return [state(), state()]
 
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(other_request)
-        with request_scope(False):
+        with request_scope(NO_PIN):
             router.db_for_write(Item)
             wrote.set()
             assert state() == (True, "primary")
@@ -609,20 +613,20 @@ def test_a_write_in_one_request_does_not_pin_a_concurrent_request():
 
 
 def test_unpin_this_thread_at_request_level_unpins_the_rest_of_the_request():
-    with request_scope(True) as request:
+    with request_scope(TIME_PIN) as request:
         unpin_this_thread()
         assert not request.pinned
         assert state() == (False, "replica")
 
 
 def test_a_request_reads_from_one_replica_while_free_reads_rotate():
-    with request_scope(False):
+    with request_scope(NO_PIN):
         assert len({read() for _ in range(10)}) == 1
     assert {read() for _ in range(4)} == REPLICAS
 
 
 def test_a_request_moves_off_a_replica_taken_out_of_rotation():
-    with request_scope(False):
+    with request_scope(NO_PIN):
         first = read()
         rotation.exclude({first})
         second = read()
@@ -682,12 +686,12 @@ async def test_routing_inside_a_running_event_loop_returns_a_sane_alias():
     assert kind(Item.objects.all().db) == "replica"
     with use_primary_db:
         assert Item.objects.all().db == "default"
-    with request_scope(False):
+    with request_scope(NO_PIN):
         dbs = {Item.objects.all().db for _ in range(5)}
         assert len(dbs) == 1 and dbs <= REPLICAS
         await asyncio.sleep(0)
         assert {Item.objects.all().db} == dbs
-    with request_scope(True):
+    with request_scope(TIME_PIN):
         assert Item.objects.all().db == "default"
 
 
@@ -710,7 +714,7 @@ def test_routing_in_an_event_loop_does_not_depend_on_the_fast_path(monkeypatch):
 
 def test_replica_alias_follows_the_block_then_the_request_then_the_rotation():
     assert {routers.replica_alias() for _ in range(4)} == REPLICAS
-    with request_scope(True):
+    with request_scope(TIME_PIN):
         request_replica = routers.replica_alias()
         assert {routers.replica_alias() for _ in range(4)} == {request_replica}
         with use_replica("replica2"):
@@ -743,7 +747,7 @@ def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
 
 
 def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
-    with request_scope(False) as request:
+    with request_scope(NO_PIN) as request:
         first = read()
         request.settled = 0x3000148  # it had settled on `first` for a token
         router.db_for_write(Item)  # then the request wrote
@@ -751,7 +755,7 @@ def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
             unpin_this_thread()  # this block reads replicas anyway
             rotation.exclude({first})
             assert read() in REPLICAS - {first}
-        assert request.pinned is True
+        assert request.pinned is TIME_PIN
         assert read() == "default"
 
 
@@ -763,7 +767,7 @@ def test_a_request_in_a_fresh_thread_inside_atomic_reads_the_primary(monkeypatch
 
     def fresh_thread() -> list[str]:
         try:
-            with request_scope(False), transaction.atomic():
+            with request_scope(NO_PIN), transaction.atomic():
                 monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
                 return [read(), read()]
         finally:

@@ -86,7 +86,7 @@ def test_a_token_needs_no_quoting_in_a_cookie():
 
 
 def test_pin_for_reads_the_legacy_value_as_a_time_pin():
-    assert tokens.pin_for(tokens.LEGACY_VALUE) is True
+    assert tokens.pin_for(tokens.LEGACY_VALUE) is tokens.TIME_PIN
     assert tokens.LEGACY_VALUE == "y"
 
 
@@ -94,7 +94,7 @@ def test_a_valid_token_pins_by_time_where_the_primary_has_no_positions(caplog):
     with caplog.at_level(logging.DEBUG, logger="multidb"):
         pin = tokens.pin_for(tokens.sign(0x3000148))
 
-    assert pin is True
+    assert pin is tokens.TIME_PIN
     assert "pinning by time" in caplog.text
 
 
@@ -116,7 +116,7 @@ def test_a_bad_signature_pins_by_time_and_is_logged_at_debug_level(caplog, make)
     with caplog.at_level(logging.DEBUG, logger="multidb"):
         pin = tokens.pin_for(make())
 
-    assert pin is True
+    assert pin is tokens.TIME_PIN
     assert "pin token ignored: bad signature" in caplog.text
 
 
@@ -127,20 +127,20 @@ def test_a_value_longer_than_the_limit_pins_by_time_without_being_verified(caplo
     with caplog.at_level(logging.DEBUG, logger="multidb"):
         pin = tokens.pin_for(long_but_valid)
 
-    assert pin is True
+    assert pin is tokens.TIME_PIN
     assert f"{len(long_but_valid)} characters long" in caplog.text
     assert "bad signature" not in caplog.text
 
 
 def test_an_expired_token_gives_no_pin():
-    assert tokens.pin_for(expired_token()) is False
+    assert tokens.pin_for(expired_token()) is tokens.NO_PIN
 
 
 def test_a_token_signed_for_another_database_pins_by_time(caplog):
     with caplog.at_level(logging.DEBUG, logger="multidb"):
         pin = tokens.pin_for(tokens.sign(0x3000148, alias="replica1"))
 
-    assert pin is True
+    assert pin is tokens.TIME_PIN
     assert "pin token for 'replica1'" in caplog.text
 
 
@@ -260,7 +260,7 @@ def test_read_after_none_changes_nothing():
         free = Item.objects.all().db
     with use_primary_db, read_after(None):
         forced = Item.objects.all().db
-    request = begin_request(True)
+    request = begin_request(tokens.TIME_PIN)
     try:
         with read_after(None):
             pinned = Item.objects.all().db
@@ -280,7 +280,7 @@ def test_read_after_a_token_that_cannot_be_checked_reads_the_primary():
 def test_read_after_an_expired_token_adds_no_pin_but_keeps_the_requests():
     with read_after(expired_token()):
         alone = Item.objects.all().db
-    request = begin_request(True)
+    request = begin_request(tokens.TIME_PIN)
     try:
         with read_after(expired_token()):
             in_pinned_request = Item.objects.all().db

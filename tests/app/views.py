@@ -180,14 +180,19 @@ async def async_write_token_view(request: HttpRequest) -> JsonResponse:
 
 def _seen(request: HttpRequest) -> dict[str, object]:
     """The pin cookie and token header as the middleware saw them, and the
-    pin it gave the request (True, False, or a position)."""
+    pin it gave the request ("TIME_PIN", None, or a position)."""
     header = conf.PINNING_HEADER
     state = pinning.current_request()
     return {
         "cookie": request.COOKIES.get(conf.PINNING_COOKIE),
         "header": request.headers.get(header) if header else None,
-        "pin": None if state is None else state.pinned,
+        # TIME_PIN is no JSON value: its name stands for it.
+        "pin": None if state is None else _json_pin(state.pinned),
     }
+
+
+def _json_pin(pin: pinning.Pin) -> object:
+    return "TIME_PIN" if pin is pinning.TIME_PIN else pin
 
 
 def fuzz_read_many(request: HttpRequest) -> JsonResponse:

@@ -285,7 +285,7 @@ def test_an_invalid_token_pins_by_time_so_reads_go_to_the_primary(pg_cluster, ma
     pinned = find(client_with(value), "replicated")
     free = find(Client(), "replicated")
 
-    assert tokens.pin_for(value) is True
+    assert tokens.pin_for(value) is tokens.TIME_PIN
     # Every replica has the row, yet the pinned request reads the primary.
     assert (pinned["found"], pinned["port"]) == (True, PRIMARY)
     assert (free["found"], free["port"] in REPLICA_PORTS) == (True, True)
@@ -501,7 +501,7 @@ def test_read_after_an_older_token_in_a_request_that_wrote_still_reads_its_write
 ):
     older = multidb.write_token()
     pause_both(faults)
-    request = begin_request(False)
+    request = begin_request(tokens.NO_PIN)
     try:
         Item.objects.create(name="written-here")
         with read_after(older):
@@ -547,7 +547,9 @@ def test_read_after_a_newer_token_in_a_request_with_an_older_or_hour_old_one(
 
     results = []
     for outer in (older, None):
-        request = begin_request(tokens.pin_for(outer) if outer else False, outer)
+        request = begin_request(
+            tokens.pin_for(outer) if outer else tokens.NO_PIN, outer
+        )
         try:
             with read_after(newer):
                 results.append(_lookup("newest"))
@@ -566,7 +568,7 @@ def test_read_after_inside_an_unpinned_block_of_a_pinned_request(faults):
     pause_both(faults)
     Item.objects.create(name="unpinned")
     token = multidb.write_token()
-    request = begin_request(True)
+    request = begin_request(tokens.TIME_PIN)
     try:
         with use_primary_db:
             unpin_this_thread()
@@ -924,14 +926,14 @@ def test_the_one_check_asks_the_replica_the_prober_saw_furthest_ahead(
 def test_a_signed_token_with_a_malformed_position_pins_by_time(position):
     signer = signing.TimestampSigner(salt=tokens.SALT)
 
-    assert tokens.pin_for(signer.sign(f"default:{position}")) is True
+    assert tokens.pin_for(signer.sign(f"default:{position}")) is tokens.TIME_PIN
     assert tokens.pin_for(signer.sign("default:16B374D848")) == 0x16B374D848
 
 
 def test_a_value_signed_with_our_key_but_no_timestamp_pins_by_time():
     value = signing.Signer(salt=tokens.SALT).sign("default:16B374D848")
 
-    assert tokens.pin_for(value) is True
+    assert tokens.pin_for(value) is tokens.TIME_PIN
 
 
 # --- MULTIDB_INVALID_TOKEN = "ignore": a client cannot pin itself -----------------
@@ -954,7 +956,7 @@ def test_ignoring_invalid_tokens_an_invalid_cookie_reads_replicas(pg_cluster, ma
 
     answers = [find(client_with(value), "replicated") for _ in range(4)]
 
-    assert tokens.pin_for(value, tokens.invalid_pin()) is False
+    assert tokens.pin_for(value, tokens.invalid_pin()) is tokens.NO_PIN
     assert {(a["found"], a["port"] in REPLICA_PORTS) for a in answers} == {(True, True)}
 
 
@@ -1075,7 +1077,7 @@ async def test_under_asgi_a_post_that_touches_no_database_makes_no_query(
 
     assert response.status_code == 404
     assert captured == []
-    assert tokens.pin_for(cookie_token(response)) is True
+    assert tokens.pin_for(cookie_token(response)) is tokens.TIME_PIN
 
 
 def test_the_position_warning_is_logged_once_per_outage(caplog):
