@@ -39,6 +39,7 @@ from psycopg_pool import ConnectionPool
 from benchmarks import concurrency
 from benchmarks.site.concurrent import CONCURRENT_READS, SENTINEL
 from multidb import tokens
+from multidb.pinning import Pin
 from multidb.positions import parse_lsn
 from multidb.testing.cluster import Cluster
 from tests.app.models import Item
@@ -240,7 +241,7 @@ def token_cases(draw: Any, replayed: int) -> TokenCase:
     return TokenCase(kind, position, draw(text), age)
 
 
-def value_of(case: TokenCase) -> tuple[str, bool | int, str]:
+def value_of(case: TokenCase) -> tuple[str, Pin, str]:
     """The value ``case`` stands for, what ``pin_for`` must make of it, and
     where a GET carrying it reads: ``"replica"``, ``"primary"`` or ``"one"``
     (either, but one)."""
@@ -251,7 +252,7 @@ def value_of(case: TokenCase) -> tuple[str, bool | int, str]:
         if case.text == "default":
             return value, case.position, "replica"
         # A token for another alias pins by time, and that expires.
-        return value, False, "replica"
+        return value, tokens.NO_PIN, "replica"
     valid_shape = payload(case.position)
     value = {
         "legacy": lambda: "y",
@@ -264,7 +265,7 @@ def value_of(case: TokenCase) -> tuple[str, bool | int, str]:
         "another-alias": lambda: tokens.sign(case.position, alias=case.text),
         "not-a-position": lambda: _signed(f"default:{case.text}"),
     }[case.kind]()
-    return value, True, "primary"
+    return value, tokens.TIME_PIN, "primary"
 
 
 def _send(handler: str, method: str, view: str, carrier: str, value: str) -> Any:
@@ -323,8 +324,8 @@ def test_fuzzed_tokens_read_where_the_readme_says_on_postgres(
         return
     assert COOKIE not in response.cookies
     if carrier == "header" and not value:
-        pin, reads = False, "replica"  # an empty header is no header
-    assert answered[0]["pinned"] is (pin is True)
+        pin, reads = tokens.NO_PIN, "replica"  # an empty header is no header
+    assert answered[0]["pinned"] is (pin is tokens.TIME_PIN)
     if reads == "primary":
         assert db == "default"
     elif reads == "replica":
