@@ -96,7 +96,7 @@ def run_section(section: Section, quick: bool) -> dict[str, Any]:
     started = time.monotonic()
     try:
         result = in_child(section.module, "measure", quick)
-    except Exception as exc:  # noqa: BLE001 - reported, and the run goes on
+    except Exception as exc:  # reported, and the run goes on
         error = _error(exc)
         gap = "" if section.checked else "\n"
         print(f"{gap}section {section.number} FAILED to run: {error}", file=sys.stderr)
@@ -118,7 +118,7 @@ def run_section(section: Section, quick: bool) -> dict[str, Any]:
     result["seconds"] = round(time.monotonic() - started, 1)
     try:
         importlib.import_module(section.module).print_report(result)
-    except Exception:  # noqa: BLE001 - no report of its own: a plain listing
+    except Exception:  # no report of its own: a plain listing
         _print_plainly(result)
     if section.checked:
         print(f"  failures: {'; '.join(map(str, result['failures'])) or 'none'}")

@@ -184,7 +184,7 @@ class Sampler(threading.Thread):
             finally:
                 for conn in conns:
                     conn.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:  # reported by the caller
             self.error = exc
 
     def replayed(self, token: int | None, before: float) -> bool:
@@ -219,7 +219,7 @@ class PauseCycle(threading.Thread):
                 finally:
                     self.cluster.resume_replay(self.node)
                     self.paused_seconds += time.monotonic() - paused
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+        except BaseException as exc:  # reported by the caller
             self.error = exc
 
 
@@ -547,7 +547,7 @@ def _row(
     started = time.monotonic()
     try:
         result = _measure(key, cluster, p, seed_path, workdir)
-    except Exception as exc:  # noqa: BLE001 - reported as a failure of the row
+    except Exception as exc:  # reported as a failure of the row
         result = {"error": f"{type(exc).__name__}: {exc}"}
     return {**head, **result, "seconds": round(time.monotonic() - started, 1)}
 

@@ -828,7 +828,7 @@ def run_concurrency(full: bool) -> dict[str, Any]:
     started = time.monotonic()
     try:
         data = in_child(CONCURRENCY, "run", full)
-    except Exception as exc:  # noqa: BLE001 - reported as a failure
+    except Exception as exc:  # reported as a failure
         return {
             "available": True,
             "error": f"{type(exc).__name__}: {exc}",
@@ -870,7 +870,7 @@ def run(
                 print(f"  {name} ...", file=sys.stderr, flush=True)
                 try:
                     results[name] = run_scenario(cluster, scenario, kind, p, workdir)
-                except Exception as exc:  # noqa: BLE001 - reported, the run goes on
+                except Exception as exc:  # reported, the run goes on
                     results[name] = {
                         "scenario": scenario,
                         "server": kind,
@@ -985,7 +985,7 @@ def _concurrency_table(data: dict[str, Any]) -> str:
         try:
             text: str = importlib.import_module(CONCURRENCY).table(data)
             return text
-        except Exception:  # noqa: BLE001 - no table of its own: a plain listing
+        except Exception:  # no table of its own: a plain listing
             pass
     shown = {
         k: v

@@ -29,8 +29,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/hot_path.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import common  # noqa: E402
-from benchmarks.common import (  # noqa: E402
+from benchmarks import common
+from benchmarks.common import (
     DEFAULT_REPLICAS,
     REPLICAS,
     configure,
@@ -39,7 +39,7 @@ from benchmarks.common import (  # noqa: E402
     spread,
     verdict,
 )
-from benchmarks.seed import install_seed  # noqa: E402
+from benchmarks.seed import install_seed
 
 #: A call: the bound method and the model it routes.
 Call = tuple[Callable[[Any], object], Any]

@@ -40,12 +40,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: python benchmarks/middleware.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from django.http import HttpRequest, HttpResponse  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
-from benchmarks import common  # noqa: E402
-from benchmarks.common import configure, header, ns, spread, verdict  # noqa: E402
-from benchmarks.seed import install_seed  # noqa: E402
+from benchmarks import common
+from benchmarks.common import configure, header, ns, spread, verdict
+from benchmarks.seed import install_seed
 
 # --- the site under test ----------------------------------------------------
 

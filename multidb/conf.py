@@ -90,7 +90,7 @@ class Settings:
     """The package's settings with their defaults."""
 
     @property
-    def REPLICA_DATABASES(self) -> Any:  # noqa: N802
+    def REPLICA_DATABASES(self) -> Any:
         """The raw replica setting: a list of aliases or a dict ``{alias: weight}``.
 
         Falls back to the deprecated ``SLAVE_DATABASES``, with a warning.
@@ -108,55 +108,55 @@ class Settings:
         return None
 
     @property
-    def PINNING_COOKIE(self) -> str:  # noqa: N802
+    def PINNING_COOKIE(self) -> str:
         return cast("str", _setting("MULTIDB_PINNING_COOKIE"))
 
     @property
-    def PINNING_SECONDS(self) -> int:  # noqa: N802
+    def PINNING_SECONDS(self) -> int:
         return int(_setting("MULTIDB_PINNING_SECONDS"))
 
     @property
-    def PINNING_COOKIE_SECURE(self) -> bool:  # noqa: N802
+    def PINNING_COOKIE_SECURE(self) -> bool:
         return cast("bool", _setting("MULTIDB_PINNING_COOKIE_SECURE"))
 
     @property
-    def PINNING_COOKIE_HTTPONLY(self) -> bool:  # noqa: N802
+    def PINNING_COOKIE_HTTPONLY(self) -> bool:
         return cast("bool", _setting("MULTIDB_PINNING_COOKIE_HTTPONLY"))
 
     @property
-    def PINNING_COOKIE_SAMESITE(self) -> SameSite:  # noqa: N802
+    def PINNING_COOKIE_SAMESITE(self) -> SameSite:
         return cast(SameSite, _setting("MULTIDB_PINNING_COOKIE_SAMESITE"))
 
     @property
-    def PINNING_MODE(self) -> str:  # noqa: N802
+    def PINNING_MODE(self) -> str:
         """``"auto"``: pin by position where the primary has positions, else by
         time; ``"time"``: always by time, exactly as django-multidb-router."""
         return cast("str", _setting("MULTIDB_PINNING_MODE"))
 
     @property
-    def PIN_UNSAFE_METHODS(self) -> bool:  # noqa: N802
+    def PIN_UNSAFE_METHODS(self) -> bool:
         return cast("bool", _setting("MULTIDB_PIN_UNSAFE_METHODS"))
 
     @property
-    def PINNING_HEADER(self) -> str | None:  # noqa: N802
+    def PINNING_HEADER(self) -> str | None:
         """A request header that may carry the token, e.g. ``"X-Multidb-Token"``."""
         return cast("str | None", _setting("MULTIDB_PINNING_HEADER"))
 
     @property
-    def INVALID_TOKEN(self) -> str:  # noqa: N802
+    def INVALID_TOKEN(self) -> str:
         """What a pin cookie or header that is not a valid token asks, where
         the primary has positions: ``"pin"`` (by time, as 0.11 did) or
         ``"ignore"`` (nothing)."""
         return cast("str", _setting("MULTIDB_INVALID_TOKEN"))
 
     @property
-    def ENCRYPT_TOKENS(self) -> bool:  # noqa: N802
+    def ENCRYPT_TOKENS(self) -> bool:
         """Encrypt the position in tokens (needs ``cryptography``), so that a
         visitor cannot read the primary's write volume off them."""
         return cast("bool", _setting("MULTIDB_ENCRYPT_TOKENS"))
 
     @property
-    def HEALTH_CHECK_INTERVAL(self) -> float | None:  # noqa: N802
+    def HEALTH_CHECK_INTERVAL(self) -> float | None:
         """Seconds between background probes; ``None`` turns health checks off.
 
         Unset, it is 1 s, but ``None`` under a test runner: a prober would
@@ -169,24 +169,24 @@ class Settings:
         return cast("float | None", value)
 
     @property
-    def HEALTH_CHECK_TIMEOUT(self) -> float:  # noqa: N802
+    def HEALTH_CHECK_TIMEOUT(self) -> float:
         return cast("float", _setting("MULTIDB_HEALTH_CHECK_TIMEOUT"))
 
     @property
-    def REPLICA_MAX_LAG(self) -> float | None:  # noqa: N802
+    def REPLICA_MAX_LAG(self) -> float | None:
         return cast("float | None", _setting("MULTIDB_REPLICA_MAX_LAG"))
 
     @property
-    def REPLICA_MAX_LAG_BYTES(self) -> int | None:  # noqa: N802
+    def REPLICA_MAX_LAG_BYTES(self) -> int | None:
         return cast("int | None", _setting("MULTIDB_REPLICA_MAX_LAG_BYTES"))
 
     @property
-    def HEALTH_MIN_REPLICAS(self) -> int:  # noqa: N802
+    def HEALTH_MIN_REPLICAS(self) -> int:
         """Usable replicas the health view needs to answer 200."""
         return cast("int", _setting("MULTIDB_HEALTH_MIN_REPLICAS"))
 
     @property
-    def HEALTH_DETAILS(self) -> str:  # noqa: N802
+    def HEALTH_DETAILS(self) -> str:
         """Who sees the health view's per-database details (hosts' states,
         positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
         return cast("str", _setting("MULTIDB_HEALTH_DETAILS"))

@@ -111,7 +111,7 @@ class _Connection:
     def close(self) -> None:
         try:
             self.wrapper.close()
-        except Exception:  # noqa: BLE001 - the server may be gone already
+        except Exception:  # the server may be gone already
             logger.debug(
                 "closing the probe connection to %s failed", self.wrapper.alias
             )
@@ -252,7 +252,7 @@ class Registry:
         result: Any
         try:
             result = self._query(alias, role, timeout)
-        except Exception as exc:  # noqa: BLE001 - any failure means "down"
+        except Exception as exc:  # any failure means "down"
             result = exc
         finally:
             with self._lock:
@@ -282,7 +282,7 @@ class Registry:
         if kept is not None:
             try:
                 return attempt(kept)
-            except Exception:  # noqa: BLE001 - retried on a new connection
+            except Exception:  # retried on a new connection
                 logger.debug("probe connection to %s failed; reconnecting", alias)
         connection = self._connections[alias] = _Connection(alias, timeout)
         return attempt(connection)
@@ -598,7 +598,7 @@ class _Worker:
         while (interval := conf.HEALTH_CHECK_INTERVAL) is not None:
             try:
                 registry.probe()
-            except Exception:  # noqa: BLE001 - keep probing whatever happens
+            except Exception:  # keep probing whatever happens
                 logger.exception("a health probe failed")
             self._wake.wait(_pause(interval))
             self._wake.clear()
