@@ -18,15 +18,13 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error
 from django.core.checks import Warning as CheckWarning
-from django.db import connections
 from django.utils.module_loading import import_string
 
 from .conf import DEFAULT_DB_ALIAS, DEFAULTS, conf, configured, replica_weights
 from .middleware import PinningRouterMiddleware
-from .positions import adapter
 from .rotation import smooth_sequence
 from .routers import PinningReplicaRouter
-from .tokens import MAX_COOKIE_SECONDS
+from .tokens import MAX_COOKIE_SECONDS, has_positions
 
 MIDDLEWARE_PATH = "multidb.middleware.PinningRouterMiddleware"
 
@@ -382,7 +380,7 @@ def check_read_your_writes() -> list[CheckMessage]:
     that enforce it (see ``multidb.tokens.cookie_seconds``)."""
     if configured("MULTIDB_PINNING_MODE") != "auto":
         return []
-    if not adapter(connections[DEFAULT_DB_ALIAS].vendor).has_positions:
+    if not has_positions():
         return []
     missing = [
         name

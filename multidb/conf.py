@@ -165,7 +165,9 @@ class Settings:
         """
         value = _setting("MULTIDB_HEALTH_CHECK_INTERVAL", _ABSENT)
         if value is _ABSENT:
-            return None if under_test_runner() else 1.0
+            if under_test_runner():
+                return None
+            return cast("float", DEFAULTS["MULTIDB_HEALTH_CHECK_INTERVAL"])
         return cast("float | None", value)
 
     @property

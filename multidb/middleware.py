@@ -60,11 +60,17 @@ def pinning_seconds() -> int:
     return conf.PINNING_SECONDS
 
 
-def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
-    """The request's pin, and the valid token it carries (to pass on)."""
-    cookie = request.COOKIES.get(conf.PINNING_COOKIE)
+def _pin_values(request: HttpRequest) -> tuple[str | None, str | None]:
+    """The pin cookie and the token header the request carries (an empty
+    header is none; the header only if ``MULTIDB_PINNING_HEADER`` names one)."""
     header_name = conf.PINNING_HEADER
     header = (request.headers.get(header_name) or None) if header_name else None
+    return request.COOKIES.get(conf.PINNING_COOKIE), header
+
+
+def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
+    """The request's pin, and the valid token it carries (to pass on)."""
+    cookie, header = _pin_values(request)
     unsafe = request.method not in READ_ONLY_METHODS
     if cookie is None and header is None:
         if unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"):
@@ -146,15 +152,10 @@ def _cookie_value(
 
 def _carried_token(request: HttpRequest) -> str | None:
     """The request's valid position token (the later, of cookie and header)."""
-    header_name = conf.PINNING_HEADER
-    values = [
-        request.COOKIES.get(conf.PINNING_COOKIE),
-        request.headers.get(header_name) if header_name else None,
-    ]
     positions = [
         (pin, value)
-        for value in values
-        if value and type(pin := tokens.pin_for(value, NO_PIN)) is int
+        for value in _pin_values(request)
+        if value is not None and type(pin := tokens.pin_for(value, NO_PIN)) is int
     ]
     return max(positions)[1] if positions else None
 

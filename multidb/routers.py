@@ -240,7 +240,9 @@ def read_alias_after(request: RequestState) -> str:
     # picks one), so that token reads spread over the replicas that have
     # replayed the token instead of all going to one; then the one seen
     # furthest ahead, which has it if any has.
-    for alias in (request.pick(), _furthest_ahead(current, known)):
+    own = request.pick()
+    furthest = _furthest_ahead(current, known)
+    for alias in (own, furthest):
         if alias in current.usable and known.get(alias, -1) >= position:
             return _settle(request, alias, current, position)
     if request.checked or _on_event_loop():
@@ -249,14 +251,13 @@ def read_alias_after(request: RequestState) -> str:
         # read in a worker thread.
         return DEFAULT_DB_ALIAS
     request.checked = True
-    own = request.pick()
     if own == DEFAULT_DB_ALIAS:
         return own
     # A paused or delayed replica is behind in the prober's last view too:
     # ask the one most likely to have the write.
-    alias = _furthest_ahead(current, known) or own
-    if known.get(own, -1) >= known.get(alias, -1):
-        alias = own
+    alias = own
+    if furthest is not None and known.get(furthest, -1) > known.get(own, -1):
+        alias = furthest
     replayed = replay_position(alias)
     if replayed is not None and replayed >= position:
         return _settle(request, alias, current, position)

@@ -48,9 +48,6 @@ MAX_TOKEN_LENGTH: Final = 256
 #: the year 9999): no cookie asks for longer.
 MAX_COOKIE_SECONDS: Final = 400 * 24 * 3600
 
-#: What an incoming value means: no pin, or a pin for ``PINNING_SECONDS``.
-
-
 #: Starts the payload of a token whose position is encrypted.
 SEALED: Final = "~"
 
