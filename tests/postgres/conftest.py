@@ -26,6 +26,8 @@ from django.db import connections
 from multidb.testing.cluster import Cluster, Node, PgBouncer
 
 SETTINGS_MODULE = "tests.postgres.settings"
+#: A user's site with its own suite, run by test_pytest_plugin.py in a copy.
+collect_ignore = ["sample_site"]
 HERE = Path(__file__).parent
 #: What a client of PgBouncer sees when the server behind it is stopped (see
 #: ``PgBouncer``): a query that waited in vain, or a fast failure after that.

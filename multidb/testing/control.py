@@ -1,0 +1,357 @@
+"""A running :class:`~multidb.testing.cluster.Cluster`, driven by the
+``DATABASES`` aliases of a Django site: the helpers of the pytest plugin
+(``multidb.testing.pytest_plugin``).
+
+::
+
+    control = SiteCluster(cluster, {"default": cluster.primary,
+                                    "replica1": cluster.replicas[0]})
+    control.point_settings()         # the aliases now lead to those servers
+    control.pause("replica1")
+    with control.record() as served:
+        client.get("/notes/")
+    assert served.servers == {"default"}
+
+Importing this module imports neither Django nor psycopg: they are imported
+when a method needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from multidb.testing.cluster import Cluster, Node
+
+__all__ = ["Query", "Served", "SiteCluster", "parse_duration"]
+
+#: Connection settings the cluster replaces in an alias's ``DATABASES`` entry;
+#: its ``NAME`` stays when it already was a PostgreSQL database.
+_CONNECTION_KEYS = ("ENGINE", "HOST", "PORT", "USER", "PASSWORD")
+#: ``OPTIONS`` that would lead a connection elsewhere than the cluster's server.
+_FOREIGN_OPTIONS = frozenset(
+    {"service", "passfile", "sslmode", "sslrootcert", "sslcert", "sslkey", "options"}
+)
+_POSTGRES_ENGINES = frozenset(
+    {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}
+)
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from ``0.2``, ``"200ms"``, ``"1s"`` or ``"1.5"``."""
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = value.strip().lower()
+        scale = 1.0
+        if text.endswith("ms"):
+            text, scale = text[:-2], 0.001
+        elif text.endswith("s"):
+            text = text[:-1]
+        try:
+            seconds = float(text) * scale
+        except ValueError:
+            raise ValueError(
+                f"not a duration: {value!r} (say 0, 200ms, 1s or 1.5)"
+            ) from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"a duration must be finite and not negative: {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Query:
+    """One statement a Django connection sent, and which server answered it."""
+
+    #: The alias the ORM (or the router) chose.
+    alias: str
+    #: The alias of the server that answered, found by its
+    #: ``inet_server_port()``; ``None`` when it could not be asked.
+    server: str | None
+    sql: str
+
+
+@dataclass
+class Served:
+    """The statements run while :meth:`SiteCluster.record` was open."""
+
+    queries: list[Query] = field(default_factory=list)
+    primary: str = "default"
+
+    @property
+    def servers(self) -> set[str | None]:
+        """The aliases of the servers that answered."""
+        return {q.server for q in self.queries}
+
+    @property
+    def on_primary(self) -> bool:
+        """Whether any statement ran on the primary."""
+        return any(q.server == self.primary for q in self.queries)
+
+    @property
+    def on_replicas(self) -> set[str]:
+        """The replicas that answered any statement."""
+        return {
+            q.server
+            for q in self.queries
+            if q.server is not None and q.server != self.primary
+        }
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+class SiteCluster:
+    """A cluster's servers known by the aliases of a Django site.
+
+    ``servers`` maps each alias to its server: the primary's alias (normally
+    ``default``) to ``cluster.primary``, each replica alias to a replica.
+    Every fault made through it (``pause``, ``stop``, ``delay``, ``promote``)
+    is listed until :meth:`restore` undoes it.
+    """
+
+    def __init__(self, cluster: Cluster, servers: Mapping[str, Node]) -> None:
+        self.cluster = cluster
+        self.servers = dict(servers)
+        primaries = [a for a, n in self.servers.items() if n is cluster.primary]
+        if len(primaries) != 1:
+            raise ValueError("exactly one alias must name the cluster's primary")
+        #: The alias of the primary.
+        self.primary = primaries[0]
+        self._undo: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{a}={n.name}:{n.port}" for a, n in self.servers.items())
+        return f"<SiteCluster {names}>"
+
+    @classmethod
+    def for_aliases(
+        cls, cluster: Cluster, primary: str, replicas: Sequence[str]
+    ) -> SiteCluster:
+        """``primary`` on the cluster's primary, ``replicas`` in order on its
+        replicas (the cluster needs at least as many)."""
+        if len(replicas) > len(cluster.replicas):
+            raise ValueError(
+                f"{len(replicas)} replica aliases but the cluster has "
+                f"{len(cluster.replicas)} replicas"
+            )
+        servers = {primary: cluster.primary}
+        servers.update(zip(replicas, cluster.replicas, strict=False))
+        return cls(cluster, servers)
+
+    @property
+    def replicas(self) -> list[str]:
+        """The replica aliases, in order."""
+        return [a for a in self.servers if a != self.primary]
+
+    def node(self, alias: str) -> Node:
+        try:
+            return self.servers[alias]
+        except KeyError:
+            raise ValueError(
+                f"{alias!r} is not an alias of the cluster "
+                f"(it has {', '.join(self.servers)})"
+            ) from None
+
+    def port(self, alias: str) -> int:
+        """The port of the server behind ``alias``."""
+        return self.node(alias).port
+
+    # --- settings ------------------------------------------------------
+
+    def point_settings(self) -> None:
+        """Point each alias's entry in Django's ``connections.settings`` at
+        its server, and make the replicas test mirrors of the primary.
+
+        Its other settings stay (``NAME`` only when it named a PostgreSQL
+        database, ``OPTIONS`` but for those that lead elsewhere, ``TEST``,
+        ``CONN_MAX_AGE``...).  This thread's open connections to those
+        aliases are closed and forgotten, so that the next use connects to
+        the cluster.
+        """
+        from django.db import connections
+
+        for alias, node in self.servers.items():
+            entry = connections.settings[alias]
+            wanted = node.django_settings(name=self._name(entry))
+            was_postgres = entry.get("ENGINE") in _POSTGRES_ENGINES
+            options = dict(entry.get("OPTIONS") or {}) if was_postgres else {}
+            for key in _FOREIGN_OPTIONS:
+                options.pop(key, None)
+            options.setdefault("connect_timeout", wanted["OPTIONS"]["connect_timeout"])
+            entry.update({key: wanted[key] for key in _CONNECTION_KEYS})
+            entry["NAME"] = wanted["NAME"]
+            entry["OPTIONS"] = options
+            test = entry.setdefault("TEST", {})
+            test["MIRROR"] = None if alias == self.primary else self.primary
+            if alias in connections:
+                connections[alias].close()
+                del connections[alias]
+
+    @staticmethod
+    def _name(entry: Mapping[str, Any]) -> str:
+        name = entry.get("NAME")
+        if entry.get("ENGINE") in _POSTGRES_ENGINES and name:
+            return str(name)
+        return "postgres"
+
+    # --- faults --------------------------------------------------------
+
+    def _replica(self, alias: str) -> Node:
+        node = self.node(alias)
+        if alias == self.primary:
+            raise ValueError(f"{alias!r} is the primary, not a replica")
+        return node
+
+    def pause(self, alias: str) -> None:
+        """Stop replaying WAL on a replica: rows written from now on stay
+        invisible there until :meth:`resume`."""
+        node = self._replica(alias)
+        self.cluster.pause_replay(node)
+
+        def undo() -> None:
+            if node.paused and node.running:
+                self.cluster.resume_replay(node)
+
+        self._undo.append(undo)
+
+    def resume(self, alias: str) -> None:
+        self.cluster.resume_replay(self._replica(alias))
+
+    def delay(self, alias: str, seconds: str | float) -> None:
+        """Apply WAL ``seconds`` late on a replica (``0`` clears it);
+        ``"200ms"`` works too."""
+        node = self._replica(alias)
+        self.cluster.set_apply_delay(node, round(parse_duration(seconds) * 1000))
+
+        def undo() -> None:
+            if node.apply_delay_ms and node.running:
+                self.cluster.set_apply_delay(node, 0)
+
+        self._undo.append(undo)
+
+    def stop(self, alias: str) -> None:
+        """Stop the server behind ``alias`` (an immediate shutdown)."""
+        node = self.node(alias)
+        self.cluster.stop_node(node)
+
+        def undo() -> None:
+            if not node.running:
+                self.start(alias)
+
+        self._undo.append(undo)
+
+    def start(self, alias: str) -> None:
+        """Start a stopped server again (a replica: until it streams), and
+        close this thread's connections to it, which died with it."""
+        self.cluster.start_node(self.node(alias))
+        self._forget_connections(alias)
+
+    def promote(self, alias: str) -> None:
+        """Promote a replica.  :meth:`restore` makes it a replica again from a
+        new base backup."""
+        node = self._replica(alias)
+        self.cluster.promote(node)
+
+        def demote() -> None:
+            self.cluster.rebuild_replica(node)
+            self._forget_connections(alias)
+
+        self._undo.append(demote)
+
+    def wait_caught_up(self, timeout: float = 10) -> None:
+        """Wait until every running, unpaused, undelayed replica has replayed
+        everything the primary has written so far."""
+        self.cluster.wait_caught_up(timeout, skip_paused=True)
+
+    def restore(self) -> None:
+        """Undo every fault made through this object, newest first, trying
+        each even when one fails; the first error is raised after."""
+        undo, self._undo = self._undo[::-1], []
+        errors = []
+        for step in undo:
+            try:
+                step()
+            except Exception as exc:  # raised below, after the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    @property
+    def faulty(self) -> bool:
+        """Whether a fault made through this object may still be in place."""
+        return bool(self._undo)
+
+    def _forget_connections(self, alias: str) -> None:
+        from django.db import connections
+
+        connection = connections[alias]
+        connection.close()
+        close_pool = getattr(connection, "close_pool", None)  # Django 5.1+
+        if close_pool is not None:
+            close_pool()
+
+    # --- which server answered -----------------------------------------
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[Served]:
+        """Record every statement Django sends while the block runs, in any
+        thread (async views run the ORM in worker threads), with the server
+        that answered it.
+
+        The server is found once per database connection, by asking it
+        ``SELECT inet_server_port()`` on that connection before its first
+        recorded statement.  Behind a transaction-pooling PgBouncer a
+        connection changes servers between transactions, so there the answer
+        is the first server's.  Under ``TestCase``, a replica alias that is a
+        test mirror shares the primary's connection: its reads show as the
+        primary's, which is the truth.
+        """
+        from django.db.backends.utils import CursorWrapper
+
+        served = Served(primary=self.primary)
+        by_port = {node.port: alias for alias, node in self.servers.items()}
+        ports: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        lock = threading.Lock()
+        original = CursorWrapper._execute_with_wrappers
+
+        def server_of(raw: Any) -> str | None:
+            with lock:
+                port = ports.get(raw)
+            if port is None:
+                port = _server_port(raw)
+                if port is None:
+                    return None
+                with lock:
+                    ports[raw] = port
+            return by_port.get(port)
+
+        def recording(
+            cursor: CursorWrapper, sql: Any, params: Any, many: bool, executor: Any
+        ) -> Any:
+            query = Query(cursor.db.alias, server_of(cursor.db.connection), str(sql))
+            with lock:
+                served.queries.append(query)
+            return original(cursor, sql, params, many, executor)
+
+        CursorWrapper._execute_with_wrappers = recording  # type: ignore[method-assign]
+        try:
+            yield served
+        finally:
+            CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]
+
+
+def _server_port(raw: Any) -> int | None:
+    """``inet_server_port()`` of a DB-API connection; ``None`` when it cannot
+    answer (not PostgreSQL, or a failed transaction)."""
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT inet_server_port()")
+            row = cursor.fetchone()
+    except Exception:  # any driver's error: the statement itself will tell
+        return None
+    return int(row[0]) if row and row[0] is not None else None

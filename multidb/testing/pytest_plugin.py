@@ -1,0 +1,199 @@
+"""A real PostgreSQL primary and streaming replicas for a site's own pytest
+suite (with pytest-django).
+
+Registered through the ``pytest11`` entry point, so installing the package
+is enough; it does nothing unless asked, with ``--multidb-cluster`` on the
+command line or ``multidb_cluster = true`` in the ini file.  Then:
+
+- before pytest-django creates the test databases, a primary and one
+  streaming replica per alias in ``REPLICA_DATABASES`` start on loopback
+  (``--multidb-replicas N`` for another number), and the site's
+  ``DATABASES`` aliases are pointed at them: ``default`` at the primary,
+  which holds the test database, the replica aliases at the replicas, as
+  test mirrors of ``default`` that receive it by streaming replication;
+- once the test database exists, and after each test that committed
+  (``transaction=True``, ``TransactionTestCase``, ``live_server``), the
+  replicas are waited for until they have replayed everything;
+- the ``multidb_cluster`` fixture (a :class:`~multidb.testing.control.SiteCluster`)
+  pauses, resumes, delays, stops, starts and promotes servers by alias, all
+  undone when the test ends, and ``record()`` tells which server answered
+  each query.
+
+This module imports only pytest until the cluster is asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from multidb.testing.control import SiteCluster
+
+_ENABLE = "--multidb-cluster"
+_session_cluster = pytest.StashKey["SiteCluster"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("multidb", "django-replica-router")
+    group.addoption(
+        _ENABLE,
+        action="store_true",
+        default=None,
+        help="run the test databases on a PostgreSQL primary with streaming "
+        "replicas started for the session (django-replica-router)",
+    )
+    group.addoption(
+        "--multidb-replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many replicas to start (default: one per alias in "
+        "REPLICA_DATABASES)",
+    )
+    parser.addini(
+        "multidb_cluster",
+        type="bool",
+        default=False,
+        help="as --multidb-cluster",
+    )
+
+
+def enabled(config: pytest.Config) -> bool:
+    flag = config.getoption(_ENABLE)
+    return bool(flag) if flag is not None else bool(config.getini("multidb_cluster"))
+
+
+_NOT_ENABLED = (
+    f"the multidb_cluster fixture needs a cluster: run pytest with {_ENABLE}, "
+    "or set multidb_cluster = true in the ini file"
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Say what is missing before pytest-django tries the site's own servers."""
+    uses = {"multidb_cluster", "multidb_cluster_session"}
+    if uses & set(getattr(item, "fixturenames", ())) and not enabled(item.config):
+        pytest.fail(_NOT_ENABLED, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def multidb_cluster_session(request: pytest.FixtureRequest) -> Iterator[SiteCluster]:
+    """The session's cluster, with the site's aliases pointed at it."""
+    config = request.config
+    if not enabled(config):
+        pytest.fail(_NOT_ENABLED, pytrace=False)
+    from django.conf import settings
+    from django.db import DEFAULT_DB_ALIAS
+
+    from multidb.conf import conf, replica_weights
+    from multidb.testing.cluster import Cluster
+    from multidb.testing.control import SiteCluster
+
+    if not settings.configured:
+        pytest.fail(
+            f"{_ENABLE} needs Django settings (pytest-django's --ds or "
+            "DJANGO_SETTINGS_MODULE)",
+            pytrace=False,
+        )
+    aliases = list(replica_weights(conf.REPLICA_DATABASES))
+    count = config.getoption("--multidb-replicas")
+    count = len(aliases) if count is None else count
+    if count < len(aliases):
+        pytest.fail(
+            f"--multidb-replicas {count} is fewer than the {len(aliases)} aliases "
+            f"in REPLICA_DATABASES ({', '.join(aliases)})",
+            pytrace=False,
+        )
+    cluster = Cluster(replicas=count)
+    cluster.start()
+    try:
+        site = SiteCluster.for_aliases(cluster, DEFAULT_DB_ALIAS, aliases)
+        site.point_settings()
+        config.stash[_session_cluster] = site
+        yield site
+    finally:
+        del config.stash[_session_cluster]
+        _close_connections()
+        cluster.stop()
+
+
+def _close_connections() -> None:
+    """Close this thread's connections and Django's pools (5.1+), so that no
+    pool reconnects to servers that are gone."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        close_pool = getattr(connection, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _multidb_cluster_first(request: pytest.FixtureRequest) -> None:
+    """With the cluster asked for, it starts before anything else of the
+    session (pytest-django's ``django_db_setup`` included) and stops after."""
+    if enabled(request.config):
+        request.getfixturevalue("multidb_cluster_session")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any) -> Any:
+    result = yield
+    if fixturedef.argname == "django_db_setup":
+        site = request.config.stash.get(_session_cluster, None)
+        if site is not None:
+            site.wait_caught_up()
+    return result
+
+
+@pytest.fixture
+def multidb_cluster(
+    request: pytest.FixtureRequest, multidb_cluster_session: SiteCluster
+) -> Iterator[SiteCluster]:
+    """The cluster's servers by alias: ``pause``, ``resume``, ``delay``,
+    ``stop``, ``start``, ``promote``, ``wait_caught_up`` and ``record``.
+    Every fault is undone when the test ends."""
+    yield multidb_cluster_session
+    multidb_cluster_session.restore()
+
+
+_replay_pending = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _multidb_replicas_caught_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Before a test that follows one that committed, wait until the replicas
+    have replayed it (its rows, then the flush that removed them), so that
+    the test does not read them there."""
+    config = request.config
+    site = config.stash.get(_session_cluster, None)
+    if site is not None and config.stash.get(_replay_pending, False):
+        site.wait_caught_up()
+        config.stash[_replay_pending] = False
+    yield
+    if site is not None and _commits(request):
+        config.stash[_replay_pending] = True
+
+
+def _commits(request: pytest.FixtureRequest) -> bool:
+    """Whether the test's database changes were committed rather than rolled
+    back."""
+    names = set(request.fixturenames)
+    if names & {"transactional_db", "live_server", "django_db_reset_sequences"}:
+        return True
+    marker = request.node.get_closest_marker("django_db")
+    if marker is not None and (
+        marker.kwargs.get("transaction") or (marker.args and marker.args[0])
+    ):
+        return True
+    cls = getattr(request.node, "cls", None)
+    if cls is None:
+        return False
+    from django.test import TestCase, TransactionTestCase
+
+    return issubclass(cls, TransactionTestCase) and not issubclass(cls, TestCase)
