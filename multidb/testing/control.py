@@ -36,6 +36,9 @@ _CONNECTION_KEYS = ("ENGINE", "HOST", "PORT", "USER", "PASSWORD")
 _FOREIGN_OPTIONS = frozenset(
     {"service", "passfile", "sslmode", "sslrootcert", "sslcert", "sslkey", "options"}
 )
+#: The ``CursorWrapper`` method every statement passes through (``execute``,
+#: ``executemany``, with or without ``CursorDebugWrapper``), since Django 2.0.
+_HOOK = "_execute_with_wrappers"
 _POSTGRES_ENGINES = frozenset(
     {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}
 )
@@ -207,61 +210,87 @@ class SiteCluster:
             raise ValueError(f"{alias!r} is the primary, not a replica")
         return node
 
-    def pause(self, alias: str) -> None:
+    def _on_restore(self, faulty: Callable[[], bool], undo: Callable[[], Any]) -> None:
+        """Have :meth:`restore` call ``undo`` if ``faulty()`` still holds then
+        (a fault undone by hand is not undone twice)."""
+
+        def step() -> None:
+            if faulty():
+                undo()
+
+        self._undo.append(step)
+
+    def pause(self, alias: str) -> Node:
         """Stop replaying WAL on a replica: rows written from now on stay
         invisible there until :meth:`resume`."""
         node = self._replica(alias)
         self.cluster.pause_replay(node)
+        self._on_restore(
+            lambda: node.paused and node.running, lambda: self.resume(alias)
+        )
+        return node
 
-        def undo() -> None:
-            if node.paused and node.running:
-                self.cluster.resume_replay(node)
+    def resume(self, alias: str) -> Node:
+        node = self._replica(alias)
+        self.cluster.resume_replay(node)
+        return node
 
-        self._undo.append(undo)
-
-    def resume(self, alias: str) -> None:
-        self.cluster.resume_replay(self._replica(alias))
-
-    def delay(self, alias: str, seconds: str | float) -> None:
+    def delay(self, alias: str, seconds: str | float) -> Node:
         """Apply WAL ``seconds`` late on a replica (``0`` clears it);
         ``"200ms"`` works too."""
         node = self._replica(alias)
         self.cluster.set_apply_delay(node, round(parse_duration(seconds) * 1000))
+        self._on_restore(
+            lambda: bool(node.apply_delay_ms) and node.running,
+            lambda: self.cluster.set_apply_delay(node, 0),
+        )
+        return node
 
-        def undo() -> None:
-            if node.apply_delay_ms and node.running:
-                self.cluster.set_apply_delay(node, 0)
-
-        self._undo.append(undo)
-
-    def stop(self, alias: str) -> None:
+    def stop(self, alias: str) -> Node:
         """Stop the server behind ``alias`` (an immediate shutdown)."""
         node = self.node(alias)
         self.cluster.stop_node(node)
+        self._on_restore(lambda: not node.running, lambda: self.start(alias))
+        return node
 
-        def undo() -> None:
-            if not node.running:
-                self.start(alias)
-
-        self._undo.append(undo)
-
-    def start(self, alias: str) -> None:
+    def start(self, alias: str, keep_connections: bool = False) -> Node:
         """Start a stopped server again (a replica: until it streams), and
-        close this thread's connections to it, which died with it."""
-        self.cluster.start_node(self.node(alias))
-        self._forget_connections(alias)
+        close this thread's connections to it, which died with it, unless
+        ``keep_connections`` (to test what heals them)."""
+        node = self.node(alias)
+        self.cluster.start_node(node)
+        if not keep_connections:
+            self.forget_connections(alias)
+        return node
 
-    def promote(self, alias: str) -> None:
-        """Promote a replica.  :meth:`restore` makes it a replica again from a
-        new base backup."""
+    def freeze(self, alias: str) -> Node:
+        """SIGSTOP the server: it accepts nothing and answers nothing (new
+        connections time out) until :meth:`thaw`."""
+        node = self.node(alias)
+        self.cluster.freeze(node)
+        self._on_restore(lambda: node.frozen, lambda: self.thaw(alias))
+        return node
+
+    def thaw(self, alias: str) -> Node:
+        node = self.node(alias)
+        self.cluster.thaw(node)
+        return node
+
+    def promote(self, alias: str) -> Node:
+        """Promote a replica.  :meth:`restore` makes it a replica again
+        (:meth:`rebuild`)."""
         node = self._replica(alias)
         self.cluster.promote(node)
+        self._on_restore(lambda: node.role == "primary", lambda: self.rebuild(alias))
+        return node
 
-        def demote() -> None:
-            self.cluster.rebuild_replica(node)
-            self._forget_connections(alias)
-
-        self._undo.append(demote)
+    def rebuild(self, alias: str) -> Node:
+        """Make a promoted replica a replica of the primary again, from a new
+        base backup, and close this thread's connections to it."""
+        node = self._replica(alias)
+        self.cluster.rebuild_replica(node)
+        self.forget_connections(alias)
+        return node
 
     def wait_caught_up(self, timeout: float = 10) -> None:
         """Wait until every running, unpaused, undelayed replica has replayed
@@ -286,7 +315,9 @@ class SiteCluster:
         """Whether a fault made through this object may still be in place."""
         return bool(self._undo)
 
-    def _forget_connections(self, alias: str) -> None:
+    def forget_connections(self, alias: str) -> None:
+        """Close this thread's connection to ``alias`` and its pool (Django
+        5.1+), which may hold connections to a server that restarted."""
         from django.db import connections
 
         connection = connections[alias]
@@ -317,7 +348,7 @@ class SiteCluster:
         by_port = {node.port: alias for alias, node in self.servers.items()}
         ports: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         lock = threading.Lock()
-        original = CursorWrapper._execute_with_wrappers
+        original = getattr(CursorWrapper, _HOOK)
 
         def server_of(raw: Any) -> str | None:
             with lock:
@@ -338,11 +369,11 @@ class SiteCluster:
                 served.queries.append(query)
             return original(cursor, sql, params, many, executor)
 
-        CursorWrapper._execute_with_wrappers = recording  # type: ignore[method-assign]
+        setattr(CursorWrapper, _HOOK, recording)
         try:
             yield served
         finally:
-            CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]
+            setattr(CursorWrapper, _HOOK, original)
 
 
 def _server_port(raw: Any) -> int | None:

@@ -50,8 +50,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="how many replicas to start (default: one per alias in "
-        "REPLICA_DATABASES)",
+        help="how many replicas to start (default: one per alias in REPLICA_DATABASES)",
+    )
+    group.addoption(
+        "--multidb-ports",
+        default=None,
+        metavar="PORTS",
+        help="the servers' ports, primary first, e.g. 5441,5442,5443 "
+        "(default: free ones)",
     )
     parser.addini(
         "multidb_cluster",
@@ -108,7 +114,7 @@ def multidb_cluster_session(request: pytest.FixtureRequest) -> Iterator[SiteClus
             f"in REPLICA_DATABASES ({', '.join(aliases)})",
             pytrace=False,
         )
-    cluster = Cluster(replicas=count)
+    cluster = Cluster(replicas=count, ports=_ports(config))
     cluster.start()
     try:
         site = SiteCluster.for_aliases(cluster, DEFAULT_DB_ALIAS, aliases)
@@ -119,6 +125,18 @@ def multidb_cluster_session(request: pytest.FixtureRequest) -> Iterator[SiteClus
         del config.stash[_session_cluster]
         _close_connections()
         cluster.stop()
+
+
+def _ports(config: pytest.Config) -> list[int] | None:
+    raw = config.getoption("--multidb-ports")
+    if not raw:
+        return None
+    try:
+        return [int(port) for port in str(raw).replace(",", " ").split()]
+    except ValueError:
+        raise pytest.UsageError(
+            f"--multidb-ports takes port numbers, primary first, not {raw!r}"
+        ) from None
 
 
 def _close_connections() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from django.conf import settings
 from django.db import connections
 
 from multidb.testing.cluster import Cluster, Node, PgBouncer
+from multidb.testing.control import SiteCluster
 
 SETTINGS_MODULE = "tests.postgres.settings"
 #: A user's site with its own suite, run by test_pytest_plugin.py in a copy.
@@ -58,9 +58,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.OK
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """These tests run on the pytest plugin's cluster (``--multidb-cluster``,
+    implied here), on the ports the settings name."""
+    from tests.postgres.settings import PG_PORTS
+
+    config.option.multidb_cluster = True
+    config.option.multidb_ports = ",".join(map(str, PG_PORTS))
+
+
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    """A primary and two streaming replicas on the ports in the settings."""
+def pg_cluster(multidb_cluster_session: SiteCluster) -> Cluster:
+    """The plugin's primary and two streaming replicas, started before the
+    session's first test."""
     if settings.SETTINGS_MODULE != SETTINGS_MODULE:
         pytest.fail(
             f"tests/postgres needs its own session: run ./run.sh test, or "
@@ -68,16 +78,7 @@ def pg_cluster() -> Iterator[Cluster]:
             f"(the settings are {settings.SETTINGS_MODULE})",
             pytrace=False,
         )
-    cluster = Cluster(
-        replicas=len(settings.PG_PORTS) - 1,
-        base_dir=settings.PG_BASE_DIR,
-        ports=settings.PG_PORTS,
-    )
-    cluster.start()  # raises (so the tests error) when PostgreSQL is missing
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    return multidb_cluster_session.cluster
 
 
 @pytest.fixture(scope="session")
@@ -227,115 +228,32 @@ def node_of(cluster: Cluster, alias: str) -> Node:
     return next(node for node in cluster.nodes if node.port == port)
 
 
-def alias_of(cluster: Cluster, node: Node) -> str:
-    return next(
-        alias for alias, port in settings.PG_NODE_PORTS.items() if port == node.port
-    )
-
-
 def wait_reachable(node: Node) -> None:
     """Through PgBouncer, wait until a restarted server is reachable again."""
     if _route.bouncer is not None:
         _route.bouncer.wait_reachable(node)
 
 
-class Faults:
-    """Stops, freezes, pauses and promotes servers of the session cluster, and
-    puts every one of them back when the test ends, whatever happened."""
+class Faults(SiteCluster):
+    """The plugin's ``SiteCluster`` over the session's servers, which also
+    waits, after a server comes back, until it is reachable through PgBouncer
+    when the test runs through it."""
 
     def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        self._stopped: list[Node] = []
-        self._frozen: list[Node] = []
-        self._paused: list[Node] = []
-        self._promoted: list[Node] = []
-
-    def node(self, alias: str) -> Node:
-        return node_of(self.cluster, alias)
-
-    def stop(self, alias: str) -> Node:
-        node = self.node(alias)
-        self._stopped.append(node)
-        self.cluster.stop_node(node)
-        return node
+        aliases = settings.PG_NODE_PORTS
+        super().__init__(cluster, {alias: node_of(cluster, alias) for alias in aliases})
 
     def start(self, alias: str, keep_connections: bool = False) -> Node:
-        """Start a stopped server again, and drop this thread's Django
-        connections to it (and its pool), which died with it, unless
-        ``keep_connections`` (a test of what heals them)."""
-        node = self.node(alias)
-        self.cluster.start_node(node)
-        self._stopped.remove(node)
+        node = super().start(alias, keep_connections=True)
         wait_reachable(node)
         if not keep_connections:
-            reset_connections(alias)
-        return node
-
-    def freeze(self, alias: str) -> Node:
-        node = self.node(alias)
-        self._frozen.append(node)
-        self.cluster.freeze(node)
-        return node
-
-    def thaw(self, alias: str) -> Node:
-        node = self.node(alias)
-        self.cluster.thaw(node)
-        self._frozen.remove(node)
-        return node
-
-    def pause(self, alias: str) -> Node:
-        node = self.node(alias)
-        self._paused.append(node)
-        self.cluster.pause_replay(node)
-        return node
-
-    def resume(self, alias: str) -> Node:
-        node = self.node(alias)
-        self.cluster.resume_replay(node)
-        self._paused.remove(node)
-        return node
-
-    def promote(self, alias: str) -> Node:
-        node = self.node(alias)
-        self._promoted.append(node)
-        self.cluster.promote(node)
+            self.forget_connections(alias)
         return node
 
     def rebuild(self, alias: str) -> Node:
-        """Make a promoted replica a replica again (a new base backup)."""
-        node = self.node(alias)
-        self.cluster.rebuild_replica(node)
-        self._promoted.remove(node)
+        node = super().rebuild(alias)
         wait_reachable(node)
-        reset_connections(alias)
         return node
-
-    def restore(self) -> None:
-        """Undo every fault, trying each even when one fails."""
-        cluster = self.cluster
-        steps = [
-            *(partial(cluster.thaw, node) for node in self._frozen),
-            *(partial(cluster.resume_replay, node) for node in self._paused),
-            *(partial(cluster.start_node, node) for node in self._stopped),
-            *(partial(cluster.rebuild_replica, node) for node in self._promoted),
-            *(
-                partial(wait_reachable, node)
-                for node in {*self._stopped, *self._promoted}
-            ),
-            *(
-                partial(reset_connections, alias_of(cluster, node))
-                for node in {*self._stopped, *self._promoted}
-            ),
-        ]
-        self._frozen, self._paused, self._stopped, self._promoted = [], [], [], []
-        errors = []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:  # raised below, after the rest
-                errors.append(exc)
-        if errors:
-            raise errors[0]
 
 
 def reset_connections(alias: str) -> None:

@@ -1,18 +1,19 @@
 """Settings for the real-replication tests: a PostgreSQL primary and two
-streaming replicas, started by the ``pg_cluster`` fixture on the ports and
-in the directory chosen here at import time.
+streaming replicas.
 
-``MULTIDB_TEST_PG_PORTS="5441,5442,5443"`` (primary first) fixes the ports;
-``MULTIDB_TEST_PG_DIR`` the directory the cluster is made in (it must not
-exist yet, or be empty).
+In the test session the package's pytest plugin starts them on the ports
+chosen here (``--multidb-cluster --multidb-ports ...``, which
+tests/postgres/conftest.py implies) and points these aliases at them, as it
+does for any site's suite.  ``MULTIDB_TEST_PG_PORTS="5441,5442,5443"``
+(primary first) fixes the ports: a process of its own (``manage.py`` run by
+a test) reaches the session's servers that way.
 """
 
 import os
-import secrets
 
 import django
 
-from multidb.testing.cluster import Cluster, free_ports, temp_root
+from multidb.testing.cluster import Cluster, free_ports
 from tests.settings import *  # noqa: F403
 
 PG_REPLICAS = 2
@@ -33,14 +34,8 @@ def _ports() -> list[int]:
 
 #: The primary's port first, then replica1's and replica2's.
 PG_PORTS: list[int] = _ports()
-#: Where the cluster lives; made by the fixture, deleted at the end.
-PG_BASE_DIR: str = os.environ.get("MULTIDB_TEST_PG_DIR") or os.path.join(
-    temp_root(), f"multidb-test-{os.getpid()}-{secrets.token_hex(3)}"
-)
-
-# Only describes the servers; the ``pg_cluster`` fixture starts a cluster
-# with the same ports and directory.
-_primary, _replica1, _replica2 = Cluster(PG_REPLICAS, PG_BASE_DIR, PG_PORTS).nodes
+# Only describes the servers.
+_primary, _replica1, _replica2 = Cluster(PG_REPLICAS, ports=PG_PORTS).nodes
 DATABASES = {
     "default": _primary.django_settings(),
     "replica1": _replica1.django_settings(test_mirror="default"),

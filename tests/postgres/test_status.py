@@ -190,7 +190,6 @@ def status_in_a_fresh_process(
             "DJANGO_SETTINGS_MODULE": "status_settings",
             # The settings module then describes the session's cluster.
             "MULTIDB_TEST_PG_PORTS": ",".join(map(str, settings.PG_PORTS)),
-            "MULTIDB_TEST_PG_DIR": settings.PG_BASE_DIR,
         },
         capture_output=True,
         text=True,

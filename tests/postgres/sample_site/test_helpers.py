@@ -4,7 +4,6 @@ import time
 
 import pytest
 from django.db import OperationalError, connections
-
 from notes.models import Note
 
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
@@ -31,7 +30,8 @@ def test_each_alias_reaches_its_own_server(multidb_cluster):
     ports = {alias: port_of(alias) for alias in ("default", "replica1", "replica2")}
 
     assert ports == {
-        alias: multidb_cluster.port(alias) for alias in ("default", "replica1", "replica2")
+        alias: multidb_cluster.port(alias)
+        for alias in ("default", "replica1", "replica2")
     }
     assert len(set(ports.values())) == 3
 

@@ -1,7 +1,6 @@
 """The README's example: the site's own tests against real replication."""
 
 import pytest
-
 from notes.models import Note
 
 # Committed writes (transaction=True) are what replicas receive; the replica
