@@ -24,7 +24,7 @@ This module imports only pytest until the cluster is asked for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -159,14 +159,18 @@ def _multidb_cluster_first(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("multidb_cluster_session")
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any], request: Any) -> Any:
-    result = yield
-    if fixturedef.argname == "django_db_setup":
+# An old-style wrapper: new-style ones (wrapper=True) need pytest 8 and
+# pluggy 1.2, and this module is loaded by every run where the package is
+# installed.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_fixture_setup(fixturedef: Any, request: Any) -> Generator[None, Any, None]:
+    """Once pytest-django's ``django_db_setup`` has created the test
+    database, wait until the replicas have it too."""
+    outcome = yield
+    if fixturedef.argname == "django_db_setup" and outcome.excinfo is None:
         site = request.config.stash.get(_session_cluster, None)
         if site is not None:
             site.wait_caught_up()
-    return result
 
 
 @pytest.fixture
