@@ -29,7 +29,7 @@ def test_with_the_flag_the_sites_suite_runs_on_real_replication(
         "--multidb-cluster", "test_notes.py", "test_helpers.py"
     )
 
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
 
 
 def test_the_ini_option_enables_it_too(site: pytest.Pytester) -> None:

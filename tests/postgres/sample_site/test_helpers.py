@@ -83,3 +83,18 @@ def test_faults_of_the_previous_tests_are_undone(multidb_cluster):
     with connections["replica1"].cursor() as cursor:
         cursor.execute("SELECT pg_is_in_recovery()")
         assert cursor.fetchone()[0] is True
+
+
+def test_record_sees_the_queries_an_async_view_runs_in_worker_threads(
+    async_client, multidb_cluster
+):
+    import asyncio
+
+    Note.objects.create(text="counted")
+    multidb_cluster.wait_caught_up()
+
+    with multidb_cluster.record() as served:
+        response = asyncio.run(async_client.get("/notes/count/"))
+
+    assert response.json() == {"count": 1}
+    assert len(served) == 1 and served.on_replicas and not served.on_primary

@@ -10,3 +10,7 @@ def notes(request):
         Note.objects.create(text=request.POST["text"])
         return HttpResponse(status=201)
     return JsonResponse({"notes": list(Note.objects.values_list("text", flat=True))})
+
+
+async def count(request):
+    return JsonResponse({"count": await Note.objects.acount()})
