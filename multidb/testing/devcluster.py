@@ -47,6 +47,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
 
+from multidb.positions import parse_lsn
 from multidb.testing.cluster import Cluster, Node, find_pg_bin, free_ports
 
 __all__ = [
@@ -396,11 +397,6 @@ class Reply:
     stop: bool = False
 
 
-def _lsn(text: str) -> int:
-    hi, _, lo = text.partition("/")
-    return (int(hi, 16) << 32) | int(lo, 16)
-
-
 def _table(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -541,7 +537,7 @@ class Controller:
         rows = [("NAME", "ROLE", "PORT", "STATE", "DELAY", "LSN", "LAG BYTES")]
         primary_lsn = None
         with contextlib.suppress(Exception):
-            primary_lsn = _lsn(
+            primary_lsn = parse_lsn(
                 self.cluster.primary.scalar("SELECT pg_current_wal_lsn()::text")
             )
         for node in self.cluster.nodes:
@@ -569,7 +565,7 @@ class Controller:
             state = "running" if pause in ("", "not paused") else f"replay {pause}"
             lag = "-"
             if recovery and lsn and primary_lsn is not None:
-                lag = str(max(0, primary_lsn - _lsn(lsn)))
+                lag = str(max(0, primary_lsn - parse_lsn(lsn)))
             rows.append(
                 (alias, role, port, state, delay if recovery else "-", lsn or "-", lag)
             )
