@@ -41,8 +41,9 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, Protocol
@@ -469,30 +470,28 @@ class Controller:
     def do_status(self) -> Reply:
         return Reply(True, self.status())
 
-    def do_pause(self, name: str) -> Reply:
-        done = []
+    def _each_replica(
+        self, name: str, action: Callable[[Node], object], done: str
+    ) -> Reply:
+        """``action`` on the replica ``name``, or on each one for ``all``."""
+        names = []
         for node in self._replicas(name, allow_all=True):
-            self.cluster.pause_replay(node)
-            done.append(self._alias(node))
-        return Reply(True, f"{', '.join(done) or 'no replica'}: replay paused")
+            action(node)
+            names.append(self._alias(node))
+        return Reply(True, f"{', '.join(names) or 'no replica'}: {done}")
+
+    def do_pause(self, name: str) -> Reply:
+        return self._each_replica(name, self.cluster.pause_replay, "replay paused")
 
     def do_resume(self, name: str) -> Reply:
-        done = []
-        for node in self._replicas(name, allow_all=True):
-            self.cluster.resume_replay(node)
-            done.append(self._alias(node))
-        return Reply(True, f"{', '.join(done) or 'no replica'}: replay resumed")
+        return self._each_replica(name, self.cluster.resume_replay, "replay resumed")
 
     def do_delay(self, name: str, duration: str) -> Reply:
         ms = parse_delay(duration)
-        done = []
-        for node in self._replicas(name, allow_all=True):
-            self.cluster.set_apply_delay(node, ms)
-            done.append(self._alias(node))
-        return Reply(
-            True,
-            f"{', '.join(done) or 'no replica'}: recovery_min_apply_delay = "
-            f"{format_delay(ms)}",
+        return self._each_replica(
+            name,
+            partial(self.cluster.set_apply_delay, ms=ms),
+            f"recovery_min_apply_delay = {format_delay(ms)}",
         )
 
     def do_stop(self, name: str) -> Reply:

@@ -18,16 +18,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import pytest
 from django.core.management import call_command
 
-from multidb.testing.cluster import free_ports
+from multidb.testing.cluster import _wait, free_ports
 from multidb.testing.devcluster import (
     ENV_BEGIN,
     ENV_END,
@@ -42,25 +42,11 @@ ROOT = Path(__file__).resolve().parents[2]
 #: busy machine) or for a condition on a server.
 DEADLINE = 90
 
-T = TypeVar("T")
 
-
-def wait_for(what: str, check: Callable[[], T], timeout: float = DEADLINE) -> T:
-    """Poll ``check`` until it returns a true value (connection errors count
-    as false); fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last = result
-        except psycopg.Error as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what} (last: {last!r})")
-        time.sleep(0.05)
+def wait_for(what: str, check: Any) -> Any:
+    """Poll ``check`` until it is true (a connection error counts as false),
+    for ``DEADLINE`` seconds at most."""
+    return _wait(what, check, DEADLINE)
 
 
 def query(port: int, sql: str, dbname: str = "postgres", params: Any = None) -> Any:
