@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -700,31 +700,34 @@ class DevCluster:
         controller = Controller(cluster, names)
         listener = _bind_control(ports[0])
         ready = interrupted = False
+        previous = self._set_signals(self._on_signal)
         try:
-            with self._signals():
-                try:
-                    self.say(
-                        f"Starting a PostgreSQL primary and {len(self.aliases)} "
-                        f"streaming replica(s) from {bindir} on ports "
-                        f"{', '.join(map(str, ports))} ..."
-                    )
-                    self._start(cluster)
-                    self.print_settings(cluster, controller)
-                    ready = True
-                    self.loop(controller, listener)
-                except _Stop:
-                    interrupted = not ready
+            try:
+                self.say(
+                    f"Starting a PostgreSQL primary and {len(self.aliases)} "
+                    f"streaming replica(s) from {bindir} on ports "
+                    f"{', '.join(map(str, ports))} ..."
+                )
+                self._start(cluster)
+                self.print_settings(cluster, controller)
+                ready = True
+                self.loop(controller, listener)
+            except _Stop:
+                interrupted = not ready
         finally:
-            with self._signals(ignore=True):
-                listener.close()
-                with contextlib.suppress(FileNotFoundError):
-                    control_path(ports[0]).unlink()
-                directory = cluster.base_dir
-                cluster.stop()
-                if interrupted:
-                    self.say("Interrupted while starting.")
-                if directory is not None:
-                    self.say(f"Stopped the servers and deleted {directory}.")
+            # A second Ctrl-C must not cut the clean-up short.
+            self._set_signals(signal.SIG_IGN)
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                control_path(ports[0]).unlink()
+            directory = cluster.base_dir
+            cluster.stop()
+            if interrupted:
+                self.say("Interrupted while starting.")
+            if directory is not None:
+                self.say(f"Stopped the servers and deleted {directory}.")
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def _start(self, cluster: Cluster) -> None:
         try:
@@ -744,26 +747,21 @@ class DevCluster:
                 f"could not set the cluster up: {type(exc).__name__}: {exc}"
             ) from None
 
-    @contextlib.contextmanager
-    def _signals(self, ignore: bool = False) -> Iterator[None]:
-        """Ctrl-C, SIGTERM and SIGHUP leave the loop (or, with ``ignore``, do
-        not interrupt the clean-up).  Only the main thread can set handlers."""
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        raise _Stop
+
+    @staticmethod
+    def _set_signals(handler: Any) -> dict[int, Any]:
+        """Handle Ctrl-C, SIGTERM and SIGHUP with ``handler``; the previous
+        handlers.  Only the main thread can set handlers: elsewhere (a
+        management command run in a thread) nothing is changed."""
         if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def stop(signum: int, frame: FrameType | None) -> None:
-            self._stopping = True
-            raise _Stop
-
-        handler: Any = signal.SIG_IGN if ignore else stop
-        wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        previous = {sig: signal.signal(sig, handler) for sig in wanted}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
+            return {}
+        return {
+            sig: signal.signal(sig, handler)
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        }
 
     # --- what it prints ---------------------------------------------------------
 
