@@ -27,7 +27,7 @@ from typing import Any
 
 from multidb.testing.cluster import Cluster, Node
 
-__all__ = ["Query", "Served", "SiteCluster", "parse_duration"]
+__all__ = ["Query", "Served", "SiteCluster"]
 
 #: Connection settings the cluster replaces in an alias's ``DATABASES`` entry;
 #: its ``NAME`` stays when it already was a PostgreSQL database.
@@ -42,28 +42,6 @@ _HOOK = "_execute_with_wrappers"
 _POSTGRES_ENGINES = frozenset(
     {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}
 )
-
-
-def parse_duration(value: str | float) -> float:
-    """Seconds from ``0.2``, ``"200ms"``, ``"1s"`` or ``"1.5"``."""
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = value.strip().lower()
-        scale = 1.0
-        if text.endswith("ms"):
-            text, scale = text[:-2], 0.001
-        elif text.endswith("s"):
-            text = text[:-1]
-        try:
-            seconds = float(text) * scale
-        except ValueError:
-            raise ValueError(
-                f"not a duration: {value!r} (say 0, 200ms, 1s or 1.5)"
-            ) from None
-    if not 0 <= seconds < float("inf"):
-        raise ValueError(f"a duration must be finite and not negative: {value!r}")
-    return seconds
 
 
 @dataclass(frozen=True)
@@ -235,11 +213,12 @@ class SiteCluster:
         self.cluster.resume_replay(node)
         return node
 
-    def delay(self, alias: str, seconds: str | float) -> Node:
-        """Apply WAL ``seconds`` late on a replica (``0`` clears it);
-        ``"200ms"`` works too."""
+    def delay(self, alias: str, seconds: float) -> Node:
+        """Apply WAL ``seconds`` late on a replica (``0`` clears it)."""
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"a delay is finite and not negative, not {seconds!r}")
         node = self._replica(alias)
-        self.cluster.set_apply_delay(node, round(parse_duration(seconds) * 1000))
+        self.cluster.set_apply_delay(node, round(seconds * 1000))
         self._on_restore(
             lambda: bool(node.apply_delay_ms) and node.running,
             lambda: self.cluster.set_apply_delay(node, 0),

@@ -49,7 +49,7 @@ def test_a_paused_replica_is_stale_until_resumed(multidb_cluster):
 
 
 def test_a_delayed_replica_applies_late(multidb_cluster):
-    multidb_cluster.delay("replica2", "2s")
+    multidb_cluster.delay("replica2", 2)
     Note.objects.create(text="late")
 
     assert on("replica2") == set()
