@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+import multidb.devcluster as devcluster_entry
 from multidb.testing import cluster, devcluster
 from multidb.testing.cluster import find_pg_bin, free_ports
 from multidb.testing.devcluster import control_path, format_delay, parse_delay
@@ -30,11 +31,13 @@ def no_cluster_message(port: int, prog: str) -> str:
 def test_python_m_multidb_devcluster_runs_main(monkeypatch, capsys):
     [port] = free_ports(1)
     monkeypatch.setattr(sys, "argv", ["devcluster", "status", "--port", str(port)])
-    # runpy runs the module afresh as __main__.
-    monkeypatch.delitem(sys.modules, "multidb.devcluster", raising=False)
+    # runpy runs the module afresh as __main__, from its file: pytest's
+    # assertion-rewriting import hook, which serves the package's modules
+    # because the package ships a pytest plugin, cannot serve run_module.
+    path = Path(devcluster_entry.__file__)
 
     with pytest.raises(SystemExit) as exit_:
-        runpy.run_module("multidb.devcluster", run_name="__main__")
+        runpy.run_path(str(path), run_name="__main__")
 
     assert exit_.value.code == 1
     message = no_cluster_message(port, "python -m multidb.devcluster")
