@@ -136,17 +136,12 @@ def _cookie_value(
     which only a query tells (``tokens.position_token``)."""
     if conf.PINNING_MODE != "auto" or not tokens.has_positions():
         return tokens.LEGACY_VALUE
-    if (
-        state is None
-        or state.wrote
-        # A write the router never saw (raw SQL) is a write too.
-        or state.reached_primary
-        or getattr(response, "_db_write", False)
-    ):
+    if state is None or state.wrote or getattr(response, "_db_write", False):
         return None
-    # Nothing reached the primary (a 404, a CSRF failure, a form error): it
-    # costs no round trip.  The valid token the request came with still
-    # holds; without one, pin by time, as django-multidb-router did.
+    # Nothing was written (a 404, a CSRF failure, a form error, a
+    # get_or_create that found its row): it costs no round trip.  The valid
+    # token the request came with still holds; without one, pin by time, as
+    # django-multidb-router did.
     return _carried_token(request) or tokens.sign_time()
 
 

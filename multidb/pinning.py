@@ -18,13 +18,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.db.backends.signals import connection_created
 
-from . import rotation
+from . import rotation, statements
 from .conf import DEFAULT_DB_ALIAS
 
 __all__ = [
@@ -76,7 +76,6 @@ class RequestState(rotation.Sticky):
         "settled",
         "atomic_view",
         "view_block",
-        "reached_primary",
     )
 
     def __init__(
@@ -88,7 +87,8 @@ class RequestState(rotation.Sticky):
         #: True: reads go to the primary for the rest of the request.  A
         #: position (int): reads wait for a replica that has replayed it.
         self.pinned = pinned
-        #: The request wrote to the primary (so the response sets the cookie).
+        #: A statement that writes ran on the primary (so the response sets
+        #: the cookie).
         self.wrote = False
         super().__init__()  # the replica this request reads from
         #: A replica was already asked for its position (once per request).
@@ -103,8 +103,6 @@ class RequestState(rotation.Sticky):
         self.atomic_view: bool = outer.atomic_view if outer is not None else False
         #: That block, once seen.
         self.view_block: Any = outer.view_block if outer is not None else None
-        #: A statement ran on this context's connection to the primary.
-        self.reached_primary = False
 
 
 class _Fixed:
@@ -158,32 +156,53 @@ _scope: ContextVar[Scope] = ContextVar("multidb_scope", default=_ROOT)
 current_scope = _get_scope = _scope.get
 
 
-# --- what reached the primary ------------------------------------------------
+# --- what the request wrote ----------------------------------------------------
 #
-# A write the router never saw (raw SQL on ``connection``) must still give the
-# user a token; a request that sent nothing at all to the primary needs no
-# position query.  Every connection to the primary, in every thread, notes
-# each statement in the state of the request that runs it.
+# A request pins itself when a statement that writes runs on the primary, not
+# when Django routes a query through ``db_for_write`` (``get_or_create`` that
+# finds its row writes nothing), and whichever way the write was sent (raw SQL
+# on ``connection`` included).  Every connection to the primary, in every
+# thread, shows each statement to ``_note_primary_use``.
+
+
+def note_write(request: RequestState | None) -> None:
+    """``request`` (and the requests it is nested in) wrote: pin the rest."""
+    while request is not None:
+        request.wrote = True
+        request.pinned = TIME_PIN
+        request = request.outer
 
 
 def _note_primary_use(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
 ) -> Any:
     request = _get_scope().request
-    while request is not None:
-        request.reached_primary = True
-        request = request.outer
+    if request is not None:
+        done = statements.kind(sql)
+        if done == statements.WRITE:
+            note_write(request)
+        elif done == statements.LOCK:
+            connection = context["connection"]
+            if connection.in_atomic_block:
+                # The lock is a promise to write before this commits.
+                connection.on_commit(partial(note_write, request))
+            else:
+                note_write(request)
     return execute(sql, params, many, context)
 
 
-def _watch_primary(sender: Any, connection: Any, **kwargs: Any) -> None:
-    if connection.alias == DEFAULT_DB_ALIAS and (
-        _note_primary_use not in connection.execute_wrappers
-    ):
+def watch_primary(connection: Any) -> None:
+    """Show every statement on ``connection`` to ``_note_primary_use``."""
+    if _note_primary_use not in connection.execute_wrappers:
         # First, not last: ``connection.execute_wrapper()`` pops the last
         # wrapper when its block ends, and this connection may have been
         # opened inside one.
         connection.execute_wrappers.insert(0, _note_primary_use)
+
+
+def _watch_primary(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if connection.alias == DEFAULT_DB_ALIAS:
+        watch_primary(connection)
 
 
 # At import, as the routers and the middleware load before any request.

@@ -29,7 +29,7 @@ from typing import Any, cast
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
 
-from . import health, mirrors, rotation
+from . import health, mirrors, pinning, rotation
 from .conf import DEFAULT_DB_ALIAS
 from .pinning import NO_PIN, TIME_PIN, RequestState
 from .pinning import current_scope as _get_scope
@@ -183,12 +183,15 @@ def route_read_ignoring_pins(router: object, model: object, **hints: object) -> 
 
 
 def route_write(router: object, model: object, **hints: object) -> str:
-    """``db_for_write``: always the primary; a write pins the rest of the request."""
-    request = _get_scope().request
-    while request is not None:
-        request.wrote = True
-        request.pinned = TIME_PIN
-        request = request.outer
+    """``db_for_write``: always the primary.
+
+    Routing pins nothing: the statements that then write pin the rest of the
+    request (``multidb.pinning``), and ``get_or_create`` that finds its row
+    writes none.  Their watcher is made sure of here, for a connection opened
+    before this package was imported.
+    """
+    if _get_scope().request is not None:
+        pinning.watch_primary(connections[DEFAULT_DB_ALIAS])
     return DEFAULT_DB_ALIAS
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -184,3 +185,15 @@ def replica_signals() -> Iterator[list[SignalEvent]]:
     yield events
     for signal, name in connected:
         signal.disconnect(dispatch_uid=f"tests-{name}")
+
+
+@contextlib.contextmanager
+def request_scope(pinned: pinning.Pin) -> Iterator[pinning.RequestState]:
+    """The routing scope of one request, as the middleware opens it."""
+    token = pinning.begin_request(pinned)
+    try:
+        request = pinning.current_request()
+        assert request is not None
+        yield request
+    finally:
+        pinning.end_request(token)

@@ -32,6 +32,7 @@ from multidb.pinning import (
     use_replica,
 )
 from tests.app.models import Item
+from tests.conftest import request_scope
 
 REPLICAS = {"replica1", "replica2"}
 TIMEOUT = 5.0  # bounds every wait on a barrier or a thread
@@ -50,18 +51,6 @@ def kind(alias: str) -> str:
 def state() -> tuple[bool, str]:
     """What a caller can observe: the pin flag and where reads go."""
     return this_thread_is_pinned(), kind(read())
-
-
-@contextlib.contextmanager
-def request_scope(pinned: pinning.Pin) -> Iterator[pinning.RequestState]:
-    """The routing scope of one request, as the middleware opens it."""
-    token = pinning.begin_request(pinned)
-    try:
-        request = pinning.current_request()
-        assert request is not None
-        yield request
-    finally:
-        pinning.end_request(token)
 
 
 # --- the 0.11 thread API, per context ----------------------------------------
@@ -129,6 +118,17 @@ OUTER_STATES: dict[str, Callable[[contextlib.ExitStack], None]] = {
 }
 
 
+def write() -> str:
+    """Route a write, and show the primary's watcher a statement that writes,
+    as a connection to the primary does before running it (the statement
+    itself goes nowhere: these tests have no database)."""
+    alias = router.db_for_write(Item)
+    pinning._note_primary_use(
+        lambda *args: None, "INSERT INTO item VALUES (1)", None, False, {}
+    )
+    return alias
+
+
 class Boom(Exception):
     pass
 
@@ -138,7 +138,7 @@ INNER_ACTIONS: dict[str, Callable[[], None]] = {
     "pin_this_thread": pin_this_thread,
     "unpin_this_thread": unpin_this_thread,
     "use_replica_block": lambda: _reads_in(use_replica) and None,
-    "write": lambda: router.db_for_write(Item) and None,
+    "write": lambda: write() and None,
     "raise": lambda: (_ for _ in ()).throw(Boom()),
 }
 
@@ -458,7 +458,7 @@ def test_writes_inside_use_replica_go_to_default():
         assert router.db_for_write(Item) == "default"
         assert read() == "replica1"
     with request_scope(NO_PIN) as request, use_replica:
-        assert router.db_for_write(Item) == "default"
+        assert write() == "default"
         assert kind(read()) == "replica"  # the block still wins over the write pin
         assert request.pinned and request.wrote
     # outside the block the write pins the request (checked in the write tests)
@@ -561,6 +561,8 @@ def test_a_write_in_a_request_pins_the_rest_of_that_request():
         assert state() == (False, "replica")
         assert not request.wrote
         assert router.db_for_write(Item) == "default"
+        assert not request.pinned and not request.wrote  # routing is not writing
+        assert write() == "default"
         assert request.pinned and request.wrote
         assert state() == (True, "primary")
         with use_primary_db:
@@ -569,10 +571,10 @@ def test_a_write_in_a_request_pins_the_rest_of_that_request():
     assert state() == (False, "replica")
 
 
-def test_route_write_in_a_nested_block_pins_the_whole_request():
+def test_a_write_in_a_nested_block_pins_the_whole_request():
     with request_scope(NO_PIN) as request:
         with use_primary_db:
-            routers.route_write(None, Item)
+            write()
         assert request.wrote
         assert state() == (True, "primary")
 
@@ -581,10 +583,10 @@ def test_route_write_in_a_nested_block_pins_the_whole_request():
 async def test_a_write_in_a_sub_task_pins_the_request_it_belongs_to():
     with request_scope(NO_PIN):
 
-        async def write() -> None:
-            router.db_for_write(Item)
+        async def write_in_a_task() -> None:
+            write()
 
-        await asyncio.create_task(write())
+        await asyncio.create_task(write_in_a_task())
         assert state() == (True, "primary")
 
 
@@ -606,7 +608,7 @@ def test_a_write_in_one_request_does_not_pin_a_concurrent_request():
     with ThreadPoolExecutor(1) as pool:
         other = pool.submit(other_request)
         with request_scope(NO_PIN):
-            router.db_for_write(Item)
+            write()
             wrote.set()
             assert state() == (True, "primary")
         assert other.result(TIMEOUT) == [(False, "replica")] * 2
@@ -750,7 +752,7 @@ def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
     with request_scope(NO_PIN) as request:
         first = read()
         request.settled = 0x3000148  # it had settled on `first` for a token
-        router.db_for_write(Item)  # then the request wrote
+        write()  # then the request wrote
         with use_primary_db:
             unpin_this_thread()  # this block reads replicas anyway
             rotation.exclude({first})

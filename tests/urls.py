@@ -23,7 +23,7 @@ urlpatterns += [
     path("pin-then-fail/", views.pin_then_fail),
     path("thread-info/", views.thread_info),
     path("async-thread-info/", views.async_thread_info),
-    path("async-routed-write/", views.async_routed_write),
+    path("async-write/", views.async_write),
 ]
 
 # The health view (tests/test_health_view.py, tests/postgres/test_status.py).

@@ -599,6 +599,68 @@ def test_a_get_that_writes_gets_a_token_cookie_that_reads_its_write(faults, path
     assert (answer["found"], answer["port"]) == (True, PRIMARY)
 
 
+# --- routed as a write, but writing nothing ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path", ["/get-or-create-then-find/", "/async-get-or-create-then-find/"]
+)
+def test_a_get_whose_get_or_create_finds_its_row_pins_nothing_and_asks_no_position(
+    pg_cluster, path
+):
+    Item.objects.create(name="cart")
+    pg_cluster.wait_caught_up()
+
+    with Queries() as queries:
+        response = Client().get(path, {"name": "cart"})
+
+    answer = response.json()
+    assert (answer["created"], answer["found"]) == (False, True)
+    assert answer["db"] in REPLICAS and answer["port"] in REPLICA_PORTS
+    assert pinning_cookie() not in response.cookies
+    assert queries.containing(POSITION_QUERY) == []
+
+
+@pytest.mark.parametrize(
+    "path", ["/get-or-create-then-find/", "/async-get-or-create-then-find/"]
+)
+def test_a_get_whose_get_or_create_creates_its_row_pins_and_reads_it(faults, path):
+    pause_both(faults)
+    client = Client()
+
+    response = client.get(path, {"name": "new-cart"})
+
+    answer = response.json()
+    assert answer["created"] is True
+    assert (answer["found"], answer["port"]) == (True, PRIMARY)
+    assert type(tokens.pin_for(cookie_token(response))) is int
+    assert find(client, "new-cart")["found"] is True
+
+
+def test_a_committed_select_for_update_pins_the_rest_of_the_request(pg_cluster):
+    Item.objects.create(name="locked")
+    pg_cluster.wait_caught_up()
+
+    response = Client().get("/lock-then-find/", {"name": "locked"})
+
+    answer = response.json()
+    assert answer["locked"] is True
+    assert (answer["db"], answer["port"]) == ("default", PRIMARY)
+    assert type(tokens.pin_for(cookie_token(response))) is int
+
+
+def test_a_rolled_back_select_for_update_pins_nothing(pg_cluster):
+    Item.objects.create(name="released")
+    pg_cluster.wait_caught_up()
+
+    response = Client().get("/lock-then-find/", {"name": "released", "rollback": 1})
+
+    answer = response.json()
+    assert answer["locked"] is True
+    assert answer["db"] in REPLICAS and answer["port"] in REPLICA_PORTS
+    assert pinning_cookie() not in response.cookies
+
+
 # --- cost: one primary query per write, at most one replica query per read ----
 
 

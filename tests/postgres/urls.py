@@ -16,6 +16,9 @@ urlpatterns += [path("health/db/", multidb.views.health)]
 urlpatterns += [
     path("find-many/", views.find_many),
     path("get-or-create/", views.get_or_create_item),
+    path("get-or-create-then-find/", views.get_or_create_then_find),
+    path("async-get-or-create-then-find/", views.async_get_or_create_then_find),
+    path("lock-then-find/", views.lock_then_find),
     path("save/", views.save_item),
     path("token/", views.token),
     path("async-token/", views.async_token),

@@ -75,6 +75,31 @@ def get_or_create_item(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pk": item.pk, "created": created})
 
 
+def get_or_create_then_find(request: HttpRequest) -> JsonResponse:
+    """``get_or_create`` (a cart, a profile), then a read of the same name:
+    whether it created, and where the read went."""
+    name = request.GET["name"]
+    _, created = Item.objects.get_or_create(name=name)
+    return JsonResponse({"created": created, **_lookup(name)})
+
+
+async def async_get_or_create_then_find(request: HttpRequest) -> JsonResponse:
+    name = request.GET["name"]
+    _, created = await Item.objects.aget_or_create(name=name)
+    return JsonResponse({"created": created, **await sync_to_async(_lookup)(name)})
+
+
+def lock_then_find(request: HttpRequest) -> JsonResponse:
+    """``select_for_update`` of ``name`` in a transaction that commits, or
+    rolls back with ``rollback=1``; then where a read goes."""
+    name = request.GET["name"]
+    with transaction.atomic():
+        locked = Item.objects.select_for_update().filter(name=name).exists()
+        if request.GET.get("rollback"):
+            transaction.set_rollback(True)
+    return JsonResponse({"locked": locked, **_lookup(name)})
+
+
 def save_item(request: HttpRequest) -> JsonResponse:
     """A GET that writes through ``Model.save()``."""
     item = Item(name=request.GET["name"])
