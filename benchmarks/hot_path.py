@@ -11,7 +11,10 @@ Three groups:
 * ``db_for_read(Model)`` called on the router directly;
 * the same through ``django.db.router.db_for_read(Model)``, Django's
   ``ConnectionRouter`` loop, which every query goes through;
-* ours with 1, 2, 8 and 32 replicas in rotation.
+* ours with 1, 2, 8 and 32 replicas in rotation;
+* the watcher every statement on the primary passes through (which
+  statements write, and so pin the request), against the statement's
+  executor alone: the cost each query on the primary pays.
 
     ./run.sh bench            # all sections; or, this one alone:
     .venv/bin/python -m benchmarks.hot_path [--quick]
@@ -49,6 +52,19 @@ Setup = Callable[[], Call]
 DIRECT = "db_for_read(Model) on the router"
 THROUGH_DJANGO = "django.db.router.db_for_read(Model) (ConnectionRouter loop)"
 BY_COUNT = "ours against the number of replicas in rotation"
+WATCHER = "each statement on the primary: what wrote? (ours only)"
+WATCHER_FLOOR = "no watcher: the executor alone"
+#: Statements as Django sends them, for the watcher rows.
+SELECT = (
+    'SELECT "auth_user"."id", "auth_user"."password", "auth_user"."last_login",'
+    ' "auth_user"."is_superuser", "auth_user"."username" FROM "auth_user"'
+    ' WHERE "auth_user"."id" = %s LIMIT 21'
+)
+INSERT = (
+    'INSERT INTO "auth_user" ("password", "username") VALUES (%s, %s)'
+    ' RETURNING "auth_user"."id"'
+)
+LOCKING = SELECT.replace(" LIMIT 21", " LIMIT 21 FOR UPDATE")
 REPLICA_COUNTS = (1, 2, 8, 32)
 
 #: A made-up primary position for the token benchmarks (an LSN as an int).
@@ -230,6 +246,42 @@ def candidates() -> list[tuple[str, str, Setup]]:
             ours_state("request pinned", via_django),
         ),
     ]
+
+    def noop(sql: str, params: object, many: bool, context: object) -> None:
+        return None
+
+    def watched(sql: str, in_request: bool, wrote: bool = False) -> Setup:
+        context = {"connection": connections["default"]}
+
+        def setup() -> Call:
+            ours_pinning._scope.set(ours_pinning._ROOT)
+            if in_request:
+                ours_pinning.begin_request(ours_pinning.NO_PIN)
+            if wrote:
+                ours_pinning.note_write(ours_pinning.current_request())
+            watcher = ours_pinning._note_primary_use
+            return (
+                lambda statement: watcher(noop, statement, None, False, context)
+            ), sql
+
+        return setup
+
+    rows += [
+        (
+            WATCHER,
+            WATCHER_FLOOR,
+            lambda: ((lambda sql: noop(sql, None, False, {})), SELECT),
+        ),
+        (WATCHER, "ours, a SELECT outside a request", watched(SELECT, False)),
+        (WATCHER, "ours, a SELECT in a request", watched(SELECT, True)),
+        (WATCHER, "ours, an INSERT in a request", watched(INSERT, True)),
+        (WATCHER, "ours, a SELECT FOR UPDATE in a request", watched(LOCKING, True)),
+        (
+            WATCHER,
+            "ours, a SELECT in a request that wrote",
+            watched(SELECT, True, True),
+        ),
+    ]
     for count in REPLICA_COUNTS:
         aliases = REPLICAS[:count]
         for state, label in [
@@ -317,6 +369,10 @@ def measure(quick: bool = False) -> dict[str, Any]:
     # Ratios: each row against its seed counterpart, and against the floor.
     comparisons: dict[str, dict[str, str]] = {}
     for group, name, _ in rows:
+        if group == WATCHER:
+            if name != WATCHER_FLOOR:
+                comparisons[f"{group} | {name}"] = {"floor": WATCHER_FLOOR}
+            continue
         if group == BY_COUNT:
             label = name.partition(" replicas, ")[2]
             comparisons[f"{group} | {name}"] = {

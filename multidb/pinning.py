@@ -177,7 +177,9 @@ def _note_primary_use(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
 ) -> Any:
     request = _get_scope().request
-    if request is not None:
+    # Once a request has written and is pinned, nothing a statement says
+    # changes that: a pinned request's reads (all on the primary) cost no look.
+    if request is not None and not (request.wrote and request.pinned is TIME_PIN):
         done = statements.kind(sql)
         if done == statements.WRITE:
             note_write(request)

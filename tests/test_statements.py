@@ -47,6 +47,10 @@ READ, WRITE, LOCK = statements.READ, statements.WRITE, statements.LOCK
         ('SELECT * FROM "app_item" FOR UPDATE', LOCK),
         ('SELECT * FROM "app_item" FOR NO KEY UPDATE SKIP LOCKED', LOCK),
         ("select * from x for share", LOCK),
+        ('SELECT * FROM "app_item" FOR UPDATE OF "app_item"', LOCK),
+        ("SELECT format, information FROM fortune", READ),
+        ('SELECT "into" FROM t', READ),
+        ("SELECT 1\nFOR\n UPDATE", LOCK),
         ("SELECT * FROM x FOR KEY SHARE NOWAIT", LOCK),
     ],
 )
@@ -127,3 +131,25 @@ def test_a_connection_opened_unwatched_is_watched_once_a_write_is_routed():
 
     assert request.wrote is True
     assert connection.execute_wrappers.count(pinning._note_primary_use) == 1
+
+
+def test_a_write_after_unpinning_pins_again():
+    with request_scope(NO_PIN) as request:
+        watch("INSERT INTO x VALUES (1)")
+        pinning.unpin_this_thread()
+        assert request.pinned is NO_PIN
+        watch("INSERT INTO x VALUES (2)")
+
+    assert request.pinned is TIME_PIN
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_wrote_and_is_pinned_has_nothing_more_to_note():
+    connection = connections["default"]
+    with request_scope(NO_PIN) as request, transaction.atomic():
+        watch("INSERT INTO x VALUES (1)")
+        watch('SELECT * FROM "app_item" FOR UPDATE')
+        assert connection.run_on_commit == []  # the lock was not looked at
+        transaction.set_rollback(True)
+
+    assert (request.pinned, request.wrote) == (TIME_PIN, True)
