@@ -388,7 +388,9 @@ async def drive(
     pool = [
         httpx.AsyncClient(
             base_url=url,
-            cookies=httpx.Cookies(_NoCookies()),
+            # The jar itself: httpx.Cookies(jar) would copy it into a plain,
+            # storing one.
+            cookies=_NoCookies(),
             timeout=request_timeout,
             trust_env=False,  # nothing between us and 127.0.0.1
         )

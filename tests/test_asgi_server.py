@@ -72,7 +72,9 @@ def server_url() -> Iterator[str]:
 def _client(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=base_url,
-        cookies=httpx.Cookies(_NoCookies()),
+        # The jar itself: httpx.Cookies(jar) would copy it into a plain,
+        # storing one.
+        cookies=_NoCookies(),
         timeout=REQUEST_TIMEOUT,
         trust_env=False,  # no proxy between us and 127.0.0.1
         limits=httpx.Limits(max_connections=100),
