@@ -270,13 +270,20 @@ def read_within_bound(scope: BoundedScope, pins: bool = True) -> str:
     if not health.registry.measured():
         return DEFAULT_DB_ALIAS
     holder = scope.holder
+    current = rotation.rotation()
     candidates = (
-        current_usable() if isinstance(holder, rotation.Sticky) else {holder.pick()}
+        current.usable if isinstance(holder, rotation.Sticky) else {holder.pick()}
     )
     lags = health.registry.lags()
     within = [a for a in candidates if a in lags and scope.bound.allows(*lags[a])]
     if not within:
         return _none_within(scope.bound)
+    # The replica this request already proved has replayed its token.
+    settled = (
+        request.alias
+        if request is not None and position is not None and request.settled == position
+        else None
+    )
     preferred = holder.pick() if isinstance(holder, rotation.Sticky) else within[0]
     if position is None:
         if preferred in within:
@@ -288,15 +295,19 @@ def read_within_bound(scope: BoundedScope, pins: bool = True) -> str:
         return (
             preferred if preferred in replayed else max(replayed, key=known.__getitem__)
         )
+    if settled == preferred and preferred in within:
+        return preferred
     if request is None or request.checked or _on_event_loop():
         return DEFAULT_DB_ALIAS
     request.checked = True
     alias = max(within, key=lambda a: (known.get(a, -1), a))
     replay = replay_position(alias)
-    if replay is not None and replay >= position:
-        return alias
-    # Within the bound but behind the token: the token's own rule.
-    return DEFAULT_DB_ALIAS
+    if replay is None or replay < position:
+        # Within the bound but behind the token: the token's own rule.
+        return DEFAULT_DB_ALIAS
+    if holder is request and type(request.pinned) is int:
+        return _settle(request, alias, current, position)
+    return alias
 
 
 def current_usable() -> frozenset[str]:
