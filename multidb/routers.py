@@ -310,10 +310,6 @@ def read_within_bound(scope: BoundedScope, pins: bool = True) -> str:
     return alias
 
 
-def current_usable() -> frozenset[str]:
-    return rotation.rotation().usable
-
-
 def _lag_key(lag: tuple[float | None, int | None]) -> tuple[float, float]:
     seconds, size = lag
     return (
