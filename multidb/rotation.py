@@ -85,13 +85,9 @@ class Rotation:
             self.next = itertools.repeat(DEFAULT_DB_ALIAS).__next__
 
 
-def _primary() -> str:
-    return DEFAULT_DB_ALIAS
-
-
 #: Where a read goes when replicas are configured but none is usable:
 #: ``multidb.routers`` installs its policy (``MULTIDB_NO_REPLICA``) here.
-when_none_usable: Callable[[], str] = _primary
+when_none_usable: Callable[[], str] = itertools.repeat(DEFAULT_DB_ALIAS).__next__
 
 
 def _none_usable() -> str:

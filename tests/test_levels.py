@@ -101,6 +101,8 @@ def test_nested_bounds_keep_the_stricter_of_each():
     assert use_replica(max_lag=5).bound.stricter(None).max_lag == 5
     inner = Bound(10, 100).stricter(Bound(5, None))
     assert (inner.max_lag, inner.max_lag_bytes) == (5, 100)
+    mixed = Bound(None, 100).stricter(Bound(5, None))
+    assert (mixed.max_lag, mixed.max_lag_bytes) == (5, 100)
     with use_replica(max_lag=5), use_replica(max_lag=10, max_lag_bytes=7):
         bound = _scope.get().bound
     assert (bound.max_lag, bound.max_lag_bytes) == (5, 7)
@@ -240,6 +242,18 @@ def test_inner_blocks_keep_the_bound_unless_they_force_a_database():
     assert (kept, primary, forced) == ("replica2", "default", "replica1")
     scope = _scope.get()
     assert keep_bound(scope, scope) is scope
+
+
+def test_read_after_in_a_bounded_block_of_a_request_keeps_the_bound_on_its_own_state():
+    token = begin_request(None)
+    try:
+        with use_replica(max_lag=5), read_after("not a token"):
+            scope = _scope.get()
+            outer = scope.request.outer
+    finally:
+        end_request(token)
+    assert isinstance(scope, BoundedScope) and scope.bound.max_lag == 5
+    assert scope.holder is scope.request and outer is not None
 
 
 # --- bounds and tokens: the stricter wins ----------------------------------------
