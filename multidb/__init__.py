@@ -20,6 +20,7 @@ from .pinning import (
 from .routers import (
     DeprecationMixin,
     MasterSlaveRouter,
+    NoReplicaAvailable,
     PinningMasterSlaveRouter,
     PinningReplicaRouter,
     ReplicaRouter,
@@ -40,6 +41,7 @@ __all__ = [
     "DatabaseStatus",
     "DeprecationMixin",
     "MasterSlaveRouter",
+    "NoReplicaAvailable",
     "PinningMasterSlaveRouter",
     "PinningReplicaRouter",
     "ReplicaRouter",

@@ -139,6 +139,8 @@ SETTING_IDS = {
     "MULTIDB_REPLICA_MAX_LAG_BYTES": "multidb.E018",
     "MULTIDB_HEALTH_MIN_REPLICAS": "multidb.E019",
     "MULTIDB_HEALTH_DETAILS": "multidb.E020",
+    "MULTIDB_NO_REPLICA": "multidb.E021",
+    "MULTIDB_MIN_SERVING_REPLICAS": "multidb.E022",
 }
 
 
@@ -303,6 +305,7 @@ _HEALTH_SETTINGS = {
     "MULTIDB_REPLICA_MAX_LAG": (True, False, False),
     "MULTIDB_REPLICA_MAX_LAG_BYTES": (True, True, False),
     "MULTIDB_HEALTH_MIN_REPLICAS": (False, True, False),
+    "MULTIDB_MIN_SERVING_REPLICAS": (False, True, False),
 }
 
 #: name: (largest value, check ID, why it cannot be larger, hint)
@@ -354,6 +357,13 @@ def check_health_settings() -> list[CheckMessage]:
             bound = "> 0" if positive else ">= 0"
             none = " or None" if allow_none else ""
             messages.append(_bad_value(name, value, f"{kind} {bound}{none}"))
+    no_replica = configured("MULTIDB_NO_REPLICA")
+    if no_replica not in ("primary", "least-lagged", "error"):
+        messages.append(
+            _bad_value(
+                "MULTIDB_NO_REPLICA", no_replica, "'primary', 'least-lagged' or 'error'"
+            )
+        )
     details = configured("MULTIDB_HEALTH_DETAILS")
     if details not in ("never", "staff", "always"):
         messages.append(

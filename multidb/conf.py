@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "MULTIDB_REPLICA_MAX_LAG_BYTES": None,
     "MULTIDB_HEALTH_MIN_REPLICAS": 1,
     "MULTIDB_HEALTH_DETAILS": "never",
+    "MULTIDB_NO_REPLICA": "primary",
+    "MULTIDB_MIN_SERVING_REPLICAS": 0,
 }
 
 
@@ -192,6 +194,18 @@ class Settings:
         """Who sees the health view's per-database details (hosts' states,
         positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
         return cast("str", _setting("MULTIDB_HEALTH_DETAILS"))
+
+    @property
+    def NO_REPLICA(self) -> str:
+        """Where a read goes when no replica is usable: ``"primary"``,
+        ``"least-lagged"`` (the freshest reachable replica, whatever its
+        lag) or ``"error"`` (``multidb.NoReplicaAvailable``)."""
+        return cast("str", _setting("MULTIDB_NO_REPLICA"))
+
+    @property
+    def MIN_SERVING_REPLICAS(self) -> int:
+        """Reachable replicas kept serving however far behind they are."""
+        return cast("int", _setting("MULTIDB_MIN_SERVING_REPLICAS"))
 
 
 conf = Settings()

@@ -139,7 +139,12 @@ class Registry:
         self._set_at: dict[str, float] = {}
         #: Replaced, never changed, whenever ``_statuses`` changes.
         self._positions: dict[str, int] = {}
+        #: Likewise: each reachable replica's measured lag (seconds, bytes).
+        self._lags: dict[str, tuple[float | None, int | None]] = {}
         self._none_usable = False
+        #: Lagging replicas kept in rotation by MULTIDB_MIN_SERVING_REPLICAS
+        #: or MULTIDB_NO_REPLICA = "least-lagged".
+        self._kept: frozenset[str] = frozenset()
 
     # --- reading -----------------------------------------------------------
 
@@ -372,6 +377,7 @@ class Registry:
                     self._set_at[status.alias] = time.monotonic()
                 published.append(status)
             self._positions = _positions(self._statuses)
+            self._lags = _lags(self._statuses)
         log_usable = self._apply() if apply else _nothing
         for status in published:
             if status.role == "replica":
@@ -392,26 +398,63 @@ class Registry:
         """Make the rotation follow the statuses.  Returns the logging of
         a change in "no replica is usable", for after the replicas' own."""
         with self._lock:
-            unusable = {
-                alias
-                for alias, status in self._statuses.items()
-                if status.role == "replica" and not status.usable
-            }
-        rotation.exclude(unusable)
+            statuses = dict(self._statuses)
+        unusable = {
+            alias
+            for alias, status in statuses.items()
+            if status.role == "replica" and not status.usable
+        }
         configured = [
             alias for alias, weight in rotation.configured().items() if weight
         ]
+        kept = _kept_serving(statuses, configured, unusable)
+        unusable -= kept
+        rotation.exclude(unusable)
+        log_kept = self._note_kept(kept, statuses)
         none_usable = bool(configured) and set(configured) <= unusable
         if none_usable == self._none_usable:
-            return _nothing
+            return log_kept
         self._none_usable = none_usable
         if none_usable:
-            return partial(
-                logger.warning,
-                "no replica is usable; reads go to '%s'",
-                DEFAULT_DB_ALIAS,
+            if conf.NO_REPLICA == "error":
+                message = (
+                    "no replica is usable; reads raise NoReplicaAvailable "
+                    "(MULTIDB_NO_REPLICA = 'error')"
+                )
+            else:
+                message = f"no replica is usable; reads go to '{DEFAULT_DB_ALIAS}'"
+            return _both(log_kept, partial(logger.warning, message))
+        return _both(log_kept, partial(logger.info, "replicas are usable again"))
+
+    def _note_kept(
+        self, kept: frozenset[str], statuses: dict[str, DatabaseStatus]
+    ) -> Callable[[], None]:
+        """Remember which lagging replicas are kept serving; the logging of
+        each change (a replica kept, or no longer kept though still behind)."""
+        before, self._kept = self._kept, kept
+        messages: list[Callable[[], None]] = []
+        for alias in sorted(kept - before):
+            messages.append(
+                partial(
+                    logger.warning,
+                    "replica %s keeps serving reads though it is lagging: %s (%s)",
+                    alias,
+                    statuses[alias].reason,
+                    _floor_reason(),
+                )
             )
-        return partial(logger.info, "replicas are usable again")
+        for alias in sorted(before - kept):
+            status = statuses.get(alias)
+            if status is not None and status.state == LAGGING:
+                messages.append(
+                    partial(
+                        logger.info,
+                        "replica %s no longer serves reads: %s",
+                        alias,
+                        status.reason,
+                    )
+                )
+        return _both(*messages)
 
     def report_failure(self, alias: str, reason: str) -> None:
         """Take ``alias`` out of rotation now, and probe it again at once."""
@@ -428,6 +471,7 @@ class Registry:
             self._statuses[alias] = status
             self._set_at[alias] = time.monotonic()
             self._positions = _positions(self._statuses)
+            self._lags = _lags(self._statuses)
         # The rotation first: a signal receiver must not be able to keep a
         # dead replica in it.
         log_usable = self._apply()
@@ -443,6 +487,18 @@ class Registry:
         """
         return self._positions
 
+    def measured(self) -> bool:
+        """Whether any probe round (or reported failure) has been recorded."""
+        return bool(self._statuses)
+
+    def lags(self) -> dict[str, tuple[float | None, int | None]]:
+        """Each reachable replica's lag as last measured: ``(seconds, bytes)``.
+
+        A replica whose lag was never measured (not probed yet, down, or no
+        positions on its database) is absent.
+        """
+        return self._lags
+
     def forget(self) -> None:
         """Drop every status, and close every probe connection (for tests).
 
@@ -453,9 +509,11 @@ class Registry:
             self._statuses.clear()
             self._set_at.clear()
             self._positions = {}
+            self._lags = {}
             self._history.clear()
             self._in_flight.clear()
             self._none_usable = False
+            self._kept = frozenset()
             stale, self._connections = self._connections, {}
         for connection in stale.values():
             connection.close()
@@ -471,6 +529,75 @@ def _positions(statuses: dict[str, DatabaseStatus]) -> dict[str, int]:
 
 def _nothing() -> None:
     pass
+
+
+def _both(*calls: Callable[[], None]) -> Callable[[], None]:
+    """One call that makes ``calls`` in order."""
+    if not calls:
+        return _nothing
+    if len(calls) == 1:
+        return calls[0]
+
+    def call_all() -> None:
+        for call in calls:
+            call()
+
+    return call_all
+
+
+def _lags(
+    statuses: dict[str, DatabaseStatus],
+) -> dict[str, tuple[float | None, int | None]]:
+    return {
+        status.alias: (status.lag_seconds, status.lag_bytes)
+        for status in statuses.values()
+        if status.role == "replica"
+        and status.state in (OK, LAGGING)
+        and (status.lag_seconds is not None or status.lag_bytes is not None)
+    }
+
+
+def _serving_floor() -> int:
+    """How many reachable replicas keep serving however far behind."""
+    floor = conf.MIN_SERVING_REPLICAS
+    if conf.NO_REPLICA == "least-lagged":
+        floor = max(floor, 1)
+    return floor
+
+
+def _floor_reason() -> str:
+    floor = conf.MIN_SERVING_REPLICAS
+    if floor >= 1:
+        return f"MULTIDB_MIN_SERVING_REPLICAS = {floor}"
+    return "MULTIDB_NO_REPLICA = 'least-lagged'"
+
+
+def _kept_serving(
+    statuses: dict[str, DatabaseStatus], configured: list[str], unusable: set[str]
+) -> frozenset[str]:
+    """The lagging replicas that keep serving so that at least the serving
+    floor of reachable replicas does: the least behind first.  A replica
+    that is down or promoted never serves."""
+    floor = _serving_floor()
+    missing = floor - sum(1 for alias in configured if alias not in unusable)
+    if missing <= 0:
+        return frozenset()
+    lagging = [
+        statuses[alias]
+        for alias in configured
+        if alias in unusable and statuses[alias].state == LAGGING
+    ]
+    lagging.sort(key=_behind)
+    return frozenset(status.alias for status in lagging[:missing])
+
+
+def _behind(status: DatabaseStatus) -> tuple[float, float, str]:
+    seconds, size = status.lag_seconds, status.lag_bytes
+    return (
+        math.inf if seconds is None else seconds,
+        math.inf if size is None else size,
+        status.alias,
+    )
 
 
 def _fresh(statuses: list[DatabaseStatus], max_age: float) -> bool:

@@ -15,6 +15,7 @@ runs: a write anywhere in the request must pin the rest of it.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
@@ -148,6 +149,88 @@ class Scope:
     def unpinned_copy(self) -> Scope:
         """This scope, free to read replicas despite the request's pin."""
         return Scope(False, self.replica, self.request, self.parent, True)
+
+    #: The staleness bound of a ``use_replica(max_lag=...)`` block; a class
+    #: attribute, so that a scope without one costs nothing more to build.
+    bound: Bound | None = None
+
+
+class Bound:
+    """How stale a bounded block's reads may be, as the prober measures lag."""
+
+    __slots__ = ("max_lag", "max_lag_bytes")
+
+    def __init__(self, max_lag: float | None, max_lag_bytes: int | None) -> None:
+        self.max_lag = max_lag
+        self.max_lag_bytes = max_lag_bytes
+
+    def stricter(self, other: Bound | None) -> Bound:
+        """The bound both this one and ``other`` allow."""
+        if other is None:
+            return self
+        return Bound(
+            _smaller(self.max_lag, other.max_lag),
+            _smaller(self.max_lag_bytes, other.max_lag_bytes),
+        )
+
+    def allows(self, lag_seconds: float | None, lag_bytes: int | None) -> bool:
+        """Whether a replica measured this far behind is fresh enough."""
+        if self.max_lag is not None and (
+            lag_seconds is None or lag_seconds > self.max_lag
+        ):
+            return False
+        return self.max_lag_bytes is None or (
+            lag_bytes is not None and lag_bytes <= self.max_lag_bytes
+        )
+
+    def __repr__(self) -> str:
+        return f"Bound(max_lag={self.max_lag!r}, max_lag_bytes={self.max_lag_bytes!r})"
+
+
+N = TypeVar("N", int, float)
+
+
+def _smaller(a: N | None, b: N | None) -> N | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+class BoundedScope(Scope):
+    """A ``use_replica(max_lag=...)`` block: reads go to a replica within
+    ``bound`` (and past the request's token), else to the primary."""
+
+    __slots__ = ("bound", "holder")
+    bound: Bound
+
+    def __init__(
+        self,
+        bound: Bound,
+        holder: rotation.Sticky | _Fixed,
+        request: RequestState | None,
+        parent: Scope | None,
+        unpinned: bool = False,
+    ) -> None:
+        super().__init__(False, None, request, parent, unpinned)
+        self.bound = bound
+        #: The replica the block prefers, when it is within the bound.
+        self.holder = holder
+        self.free = False
+
+    def unpinned_copy(self) -> Scope:
+        return BoundedScope(self.bound, self.holder, self.request, self.parent, True)
+
+
+def keep_bound(scope: Scope, child: Scope) -> Scope:
+    """``child`` of ``scope``, still under ``scope``'s staleness bound unless
+    it reads the primary: a block inside a bounded one never reads staler."""
+    bound = scope.bound
+    if bound is None or child.primary or child.replica is not None:
+        return child
+    holder = scope.holder  # type: ignore[attr-defined]
+    if holder is scope.request and child.request is not None:
+        holder = child.request
+    return BoundedScope(bound, holder, child.request, child.parent, child.unpinned)
 
 
 _ROOT = Scope()
@@ -330,15 +413,34 @@ class UseReplica(Override):
 
     ``with use_replica:``, ``with use_replica("alias"):``, ``@use_replica``
     and ``@use_replica("alias")`` all work.  Writes still go to ``default``.
+
+    With ``max_lag`` (seconds) or ``max_lag_bytes``, reads go only to a
+    replica the health prober measured within that bound, and that has
+    replayed the request's token; else to the primary (see
+    ``MULTIDB_NO_REPLICA``).  Such a block keeps the request's pins: the
+    stricter wins.
     """
 
-    def __init__(self, alias: str | None = None) -> None:
+    def __init__(
+        self,
+        alias: str | None = None,
+        *,
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
+    ) -> None:
         self.alias = alias
+        self.bound = _bound(max_lag, max_lag_bytes)
 
-    def __call__(self, arg: Any = None) -> Any:
+    def __call__(
+        self,
+        arg: Any = None,
+        *,
+        max_lag: float | None = None,
+        max_lag_bytes: int | None = None,
+    ) -> Any:
         if callable(arg):
             return self._decorate(arg)
-        return UseReplica(arg)
+        return UseReplica(arg, max_lag=max_lag, max_lag_bytes=max_lag_bytes)
 
     def _child(self, scope: Scope) -> Scope:
         holder: rotation.Sticky | _Fixed
@@ -354,7 +456,36 @@ class UseReplica(Override):
             holder = scope.request
         else:
             holder = rotation.Sticky()
+        if self.bound is not None:
+            bound = self.bound.stricter(scope.bound)
+            return BoundedScope(bound, holder, scope.request, scope, scope.unpinned)
         return Scope(False, holder, scope.request, scope)
+
+
+def _bound(max_lag: Any, max_lag_bytes: Any) -> Bound | None:
+    """The bound of ``use_replica(max_lag=, max_lag_bytes=)``; raises at once
+    for a value that could never be compared with a measured lag."""
+    if max_lag is None and max_lag_bytes is None:
+        return None
+    if max_lag is not None and (
+        isinstance(max_lag, bool)
+        or not isinstance(max_lag, (int, float))
+        or not 0 <= max_lag < math.inf
+    ):
+        raise ValueError(
+            f"use_replica(max_lag={max_lag!r}): max_lag is a finite number of "
+            "seconds >= 0, or None."
+        )
+    if max_lag_bytes is not None and (
+        isinstance(max_lag_bytes, bool)
+        or not isinstance(max_lag_bytes, int)
+        or max_lag_bytes < 0
+    ):
+        raise ValueError(
+            f"use_replica(max_lag_bytes={max_lag_bytes!r}): max_lag_bytes is a "
+            "whole number of bytes >= 0, or None."
+        )
+    return Bound(max_lag, max_lag_bytes)
 
 
 use_primary_db = UsePrimaryDB()

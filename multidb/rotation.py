@@ -78,8 +78,20 @@ class Rotation:
             offset = _random.randrange(len(sequence))
             sequence = sequence[offset:] + sequence[:offset]
             self.next: Callable[[], str] = itertools.cycle(sequence).__next__
+        elif any(weights.values()):
+            # Replicas are configured, but none is usable now.
+            self.next = _none_usable
         else:
             self.next = itertools.repeat(DEFAULT_DB_ALIAS).__next__
+
+
+#: Where a read goes when replicas are configured but none is usable:
+#: ``multidb.routers`` installs its policy (``MULTIDB_NO_REPLICA``) here.
+when_none_usable: Callable[[], str] = itertools.repeat(DEFAULT_DB_ALIAS).__next__
+
+
+def _none_usable() -> str:
+    return when_none_usable()
 
 
 _lock = threading.Lock()

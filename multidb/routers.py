@@ -22,6 +22,7 @@ enforces it with import-linter): ``conf``, ``positions``, ``signals``,
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import warnings
 from typing import Any, cast
@@ -30,8 +31,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Model
 
 from . import health, mirrors, pinning, rotation
-from .conf import DEFAULT_DB_ALIAS
-from .pinning import NO_PIN, TIME_PIN, RequestState
+from .conf import DEFAULT_DB_ALIAS, conf
+from .pinning import NO_PIN, TIME_PIN, Bound, BoundedScope, RequestState
 from .pinning import current_scope as _get_scope
 from .positions import adapter
 
@@ -138,6 +139,8 @@ def route_read(router: object, model: object, **hints: object) -> str:
         if request.rotation.current:
             return request.alias
         return _repick(request)
+    if scope.bound is not None:
+        return read_within_bound(scope)  # type: ignore[arg-type]
     if scope.replica is not None:
         return scope.replica.pick()
     if scope.primary or request.pinned is TIME_PIN:  # type: ignore[union-attr]
@@ -177,6 +180,8 @@ def _repick(request: RequestState) -> str:
 def route_read_ignoring_pins(router: object, model: object, **hints: object) -> str:
     """``ReplicaRouter.db_for_read``: like ``route_read`` but ignores pins."""
     scope = _get_scope()
+    if scope.bound is not None:
+        return read_within_bound(scope, pins=False)  # type: ignore[arg-type]
     if scope.replica is None and app_in_atomic(scope.request):
         return DEFAULT_DB_ALIAS
     return replica_alias()
@@ -198,11 +203,154 @@ def route_write(router: object, model: object, **hints: object) -> str:
 def replica_alias() -> str:
     """A replica for the current context, ignoring pins and transactions."""
     scope = _get_scope()
+    if scope.bound is not None:
+        return read_within_bound(scope, pins=False)  # type: ignore[arg-type]
     if scope.replica is not None:
         return scope.replica.pick()
     if scope.request is not None:
         return scope.request.pick()
     return rotation.next_replica()
+
+
+# --- when no replica will do ---------------------------------------------------
+
+logger = logging.getLogger("multidb")
+
+
+class NoReplicaAvailable(Exception):
+    """No replica may take a read, and ``MULTIDB_NO_REPLICA = "error"``.
+
+    Raised by the router where the read is made.  Catch it in a view (or a
+    middleware) and answer 503: the primary is kept from taking every read.
+    """
+
+
+def _when_none_usable() -> str:
+    """Where a read goes when replicas are configured and none is usable."""
+    if conf.NO_REPLICA == "error":
+        raise NoReplicaAvailable(
+            "No replica is usable (down, promoted or past the lag limits) and "
+            "MULTIDB_NO_REPLICA is 'error'. Catch multidb.NoReplicaAvailable "
+            "and answer 503, or set MULTIDB_NO_REPLICA to 'primary'."
+        )
+    return DEFAULT_DB_ALIAS
+
+
+rotation.when_none_usable = _when_none_usable
+
+
+# --- reads within a staleness bound: use_replica(max_lag=...) --------------------
+
+#: Whether "health checks are off, so bounded reads go to the primary" was
+#: logged (once per process).
+_unmeasured_logged = False
+
+
+def read_within_bound(scope: BoundedScope, pins: bool = True) -> str:
+    """Where a read in a ``use_replica(max_lag=...)`` block goes.
+
+    To a replica the prober last measured within the bound that has also
+    replayed the request's token, if any (with ``pins``, the request's time
+    pin sends it to the primary); else to the primary.  When the prober has
+    measured no lag at all (health checks off, or before the first probe)
+    no replica can be shown to be within the bound, and the read goes to the
+    primary.  When it has, and none is within the bound, the read follows
+    ``MULTIDB_NO_REPLICA``: a bound is never relaxed, so ``"least-lagged"``
+    reads the primary too, and ``"error"`` raises.
+    """
+    request = scope.request
+    position: int | None = None
+    if pins and request is not None and not scope.unpinned:
+        pinned = request.pinned
+        if pinned is TIME_PIN:
+            return DEFAULT_DB_ALIAS
+        position = pinned if type(pinned) is int else request.settled
+    if app_in_atomic(request):
+        return DEFAULT_DB_ALIAS
+    if conf.HEALTH_CHECK_INTERVAL is None:
+        _log_unmeasured()
+        return DEFAULT_DB_ALIAS
+    if not health.registry.measured():
+        return DEFAULT_DB_ALIAS
+    holder = scope.holder
+    current = rotation.rotation()
+    candidates = (
+        current.usable if isinstance(holder, rotation.Sticky) else {holder.pick()}
+    )
+    lags = health.registry.lags()
+    within = [a for a in candidates if a in lags and scope.bound.allows(*lags[a])]
+    if not within:
+        return _none_within(scope.bound)
+    # The replica this request already proved has replayed its token.
+    settled = (
+        request.alias
+        if request is not None and position is not None and request.settled == position
+        else None
+    )
+    preferred = holder.pick() if isinstance(holder, rotation.Sticky) else within[0]
+    if position is None:
+        if preferred in within:
+            return preferred
+        return min(within, key=lambda a: (_lag_key(lags[a]), a))
+    known = _known_positions()
+    replayed = [a for a in within if known.get(a, -1) >= position]
+    if replayed:
+        return (
+            preferred if preferred in replayed else max(replayed, key=known.__getitem__)
+        )
+    if settled == preferred and preferred in within:
+        return preferred
+    if request is None or request.checked or _on_event_loop():
+        return DEFAULT_DB_ALIAS
+    request.checked = True
+    alias = max(within, key=lambda a: (known.get(a, -1), a))
+    replay = replay_position(alias)
+    if replay is None or replay < position:
+        # Within the bound but behind the token: the token's own rule.
+        return DEFAULT_DB_ALIAS
+    if holder is request and type(request.pinned) is int:
+        return _settle(request, alias, current, position)
+    return alias
+
+
+def _lag_key(lag: tuple[float | None, int | None]) -> tuple[float, float]:
+    seconds, size = lag
+    return (
+        float("inf") if seconds is None else seconds,
+        float("inf") if size is None else size,
+    )
+
+
+def _none_within(bound: Bound) -> str:
+    if conf.NO_REPLICA == "error":
+        raise NoReplicaAvailable(
+            f"No replica is within the staleness bound ({_describe(bound)}) and "
+            "MULTIDB_NO_REPLICA is 'error'. Catch multidb.NoReplicaAvailable "
+            "and answer 503, loosen the bound, or set MULTIDB_NO_REPLICA to "
+            "'primary'."
+        )
+    return DEFAULT_DB_ALIAS
+
+
+def _describe(bound: Bound) -> str:
+    parts = []
+    if bound.max_lag is not None:
+        parts.append(f"max_lag={bound.max_lag!r}")
+    if bound.max_lag_bytes is not None:
+        parts.append(f"max_lag_bytes={bound.max_lag_bytes!r}")
+    return ", ".join(parts)
+
+
+def _log_unmeasured() -> None:
+    global _unmeasured_logged
+    if not _unmeasured_logged:
+        _unmeasured_logged = True
+        logger.warning(
+            "use_replica(max_lag=...) reads go to '%s': health checks are off "
+            "(MULTIDB_HEALTH_CHECK_INTERVAL = None), so no replica's lag is "
+            "measured",
+            DEFAULT_DB_ALIAS,
+        )
 
 
 # --- reads that wait for a position ----------------------------------------------

@@ -33,6 +33,7 @@ from .pinning import (
     Scope,
     TimePin,
     current_request,
+    keep_bound,
 )
 from .positions import adapter
 
@@ -276,8 +277,11 @@ class ReadAfter(Override):
 
     def _child(self, scope: Scope) -> Scope:
         if self.token is None:
-            return Scope(
-                scope.primary, scope.replica, scope.request, scope, scope.unpinned
+            return keep_bound(
+                scope,
+                Scope(
+                    scope.primary, scope.replica, scope.request, scope, scope.unpinned
+                ),
             )
         pinned = pin_for(self.token)
         outer = scope.request
@@ -291,7 +295,7 @@ class ReadAfter(Override):
         state = RequestState(pinned, outer=scope.request)
         # The token replaces a forced replica (the innermost block wins), but
         # never a forced primary: the block must not read less fresh data.
-        return Scope(scope.primary, None, state, scope)
+        return keep_bound(scope, Scope(scope.primary, None, state, scope))
 
     def __call__(self, func: Any) -> Any:
         return self._decorate(func)

@@ -130,6 +130,7 @@ def reset_state() -> None:
     _clear_cache()
     pinning._scope.set(pinning._ROOT)
     routers.decisions.clear()
+    routers._unmeasured_logged = False
 
 
 @pytest.fixture(autouse=True)

@@ -742,6 +742,11 @@ def test_a_middleware_that_fails_to_import_does_not_crash_the_checks(
         ("MULTIDB_REPLICA_MAX_LAG", True),
         ("MULTIDB_REPLICA_MAX_LAG_BYTES", 1.5),
         ("MULTIDB_HEALTH_MIN_REPLICAS", None),
+        ("MULTIDB_NO_REPLICA", "replica"),
+        ("MULTIDB_NO_REPLICA", None),
+        ("MULTIDB_MIN_SERVING_REPLICAS", -1),
+        ("MULTIDB_MIN_SERVING_REPLICAS", 1.5),
+        ("MULTIDB_MIN_SERVING_REPLICAS", True),
     ],
 )
 def test_a_bad_health_setting_gets_that_settings_own_id(name, value):
@@ -761,6 +766,10 @@ def test_a_bad_health_setting_gets_that_settings_own_id(name, value):
         ("MULTIDB_REPLICA_MAX_LAG", 0),
         ("MULTIDB_REPLICA_MAX_LAG_BYTES", 16 * 1024 * 1024),
         ("MULTIDB_HEALTH_MIN_REPLICAS", 0),
+        ("MULTIDB_NO_REPLICA", "primary"),
+        ("MULTIDB_NO_REPLICA", "least-lagged"),
+        ("MULTIDB_NO_REPLICA", "error"),
+        ("MULTIDB_MIN_SERVING_REPLICAS", 2),
     ],
 )
 def test_valid_health_settings_pass(name, value):

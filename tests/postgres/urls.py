@@ -47,3 +47,11 @@ urlpatterns += [
     path("raw-insert/", views.raw_insert),
     path("async-raw-insert/", views.async_raw_insert),
 ]
+
+# Staleness bounds and the no-replica policy (test_levels.py).
+urlpatterns += [
+    path("find-within-2s/", views.find_within_2s),
+    path("async-find-within-2s/", views.async_find_within_2s),
+    path("find-or-503/", views.find_or_503),
+    path("async-find-or-503/", views.async_find_or_503),
+]

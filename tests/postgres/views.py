@@ -219,3 +219,35 @@ def raw_insert(request: HttpRequest) -> JsonResponse:
 async def async_raw_insert(request: HttpRequest) -> JsonResponse:
     await sync_to_async(_raw_insert)(request.POST["name"])
     return JsonResponse({"inserted": True})
+
+
+# --- staleness bounds and the no-replica policy (test_levels.py) ---------------
+
+
+def _lookup_or_503(name: str) -> JsonResponse:
+    """``find``'s answer, or 503 when no replica may take the read."""
+    try:
+        return JsonResponse(_lookup(name))
+    except multidb.NoReplicaAvailable as error:
+        return JsonResponse({"error": str(error)}, status=503)
+
+
+@multidb.use_replica(max_lag=2)
+def find_within_2s(request: HttpRequest) -> JsonResponse:
+    """``find``, for a whole view bounded to replicas at most 2 s behind."""
+    return _lookup_or_503(request.GET["name"])
+
+
+@multidb.use_replica(max_lag=2)
+async def async_find_within_2s(request: HttpRequest) -> JsonResponse:
+    """``find_within_2s`` as an async view (the ORM reads in a worker thread)."""
+    return await sync_to_async(_lookup_or_503)(request.GET["name"])
+
+
+def find_or_503(request: HttpRequest) -> JsonResponse:
+    """``find``, answering 503 when ``MULTIDB_NO_REPLICA = "error"`` raises."""
+    return _lookup_or_503(request.GET["name"])
+
+
+async def async_find_or_503(request: HttpRequest) -> JsonResponse:
+    return await sync_to_async(_lookup_or_503)(request.GET["name"])
