@@ -57,6 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "MULTIDB_REPLICA_MAX_LAG_BYTES": None,
     "MULTIDB_HEALTH_MIN_REPLICAS": 1,
     "MULTIDB_HEALTH_DETAILS": "never",
+    "MULTIDB_CATCH_UP_WAIT": 0,
+    "MULTIDB_MONOTONIC_READS": False,
 }
 
 
@@ -192,6 +194,17 @@ class Settings:
         """Who sees the health view's per-database details (hosts' states,
         positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
         return cast("str", _setting("MULTIDB_HEALTH_DETAILS"))
+
+    @property
+    def CATCH_UP_WAIT(self) -> float:
+        """Milliseconds a read whose token no replica has replayed may wait
+        for one to replay it before it reads the primary; 0: no wait."""
+        return cast("float", _setting("MULTIDB_CATCH_UP_WAIT"))
+
+    @property
+    def MONOTONIC_READS(self) -> bool:
+        """A user agent's reads never go back in time between requests."""
+        return cast("bool", _setting("MULTIDB_MONOTONIC_READS"))
 
 
 conf = Settings()

@@ -77,7 +77,13 @@ class RequestState(rotation.Sticky):
         "atomic_view",
         "view_block",
         "reached_primary",
+        "moved",
     )
+
+    #: The request read a replica, then moved to another (its first left the
+    #: rotation).  Set by the router; unset until then (``getattr``), so that
+    #: it costs a request that never moves nothing.
+    moved: bool
 
     def __init__(
         self,

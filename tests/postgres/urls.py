@@ -44,3 +44,9 @@ urlpatterns += [
     path("raw-insert/", views.raw_insert),
     path("async-raw-insert/", views.async_raw_insert),
 ]
+
+# Catch-up waits and monotonic reads (test_waits.py).
+urlpatterns += [
+    path("newest/", views.newest),
+    path("async-newest/", views.async_newest),
+]

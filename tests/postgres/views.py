@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
+from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
 
 import multidb
@@ -194,3 +195,24 @@ def raw_insert(request: HttpRequest) -> JsonResponse:
 async def async_raw_insert(request: HttpRequest) -> JsonResponse:
     await sync_to_async(_raw_insert)(request.POST["name"])
     return JsonResponse({"inserted": True})
+
+
+# --- catch-up waits and monotonic reads (test_waits.py) -----------------------
+
+
+def _newest() -> dict[str, object]:
+    """The newest item's pk where the router sends the read, and that
+    server's port; computed wherever it is called."""
+    items = Item.objects.all()
+    newest = items.aggregate(newest=Max("pk"))["newest"] or 0
+    alias = items.db
+    return {"newest": newest, "db": alias, "port": server_port(alias)}
+
+
+def newest(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_newest())
+
+
+async def async_newest(request: HttpRequest) -> JsonResponse:
+    """``newest`` in an async view: the read runs in the ORM's worker thread."""
+    return JsonResponse(await sync_to_async(_newest)())
