@@ -70,26 +70,22 @@ class _Watcher:
                 _changed.notify_all()
             if failed:
                 time.sleep(PAUSE_AFTER_ERROR)
-            elif self.hurry.wait(pause):
-                pause = FIRST_PAUSE
-                # At most one question a millisecond, however many waits begin.
-                time.sleep(max(0.0, asked + FIRST_PAUSE - time.monotonic()))
-            else:
-                pause = min(pause * 2, LONGEST_PAUSE)
+                continue
+            hurried = self.hurry.wait(pause)
+            pause = FIRST_PAUSE if hurried else min(pause * 2, LONGEST_PAUSE)
+            # At most one question a millisecond, however many waits begin.
+            time.sleep(max(0.0, asked + FIRST_PAUSE - time.monotonic()))
 
     def ask(self) -> tuple[int | None, bool]:
         """The replica's replay position now, and whether asking failed."""
+        if self.connection is None:
+            self.connection = health._Connection(self.alias, conf.HEALTH_CHECK_TIMEOUT)
+        connection = self.connection
         try:
-            if self.connection is None:
-                self.connection = health._Connection(
-                    self.alias, conf.HEALTH_CHECK_TIMEOUT
-                )
-            connection = self.connection
             state = connection.run(connection.adapter.replica_state)
         except Exception:  # down, restarting, or forbidden in a test
             logger.debug("catch-up: asking %s failed", self.alias, exc_info=True)
-            if self.connection is not None:
-                self.connection.close()
+            connection.close()
             self.connection = None
             return None, True
         return (state.replay_position if state.is_replica else None), False

@@ -18,8 +18,9 @@ from asgiref.sync import sync_to_async
 from django.db import connections
 from django.test import AsyncClient, Client, override_settings
 
-from multidb import catchup, tokens
+from multidb import catchup, middleware, rotation, tokens
 from multidb.middleware import pinning_cookie
+from multidb.pinning import NO_PIN, begin_request, current_request, end_request
 from multidb.positions import parse_lsn
 from tests.app.models import Item
 from tests.postgres.conftest import Faults
@@ -278,5 +279,78 @@ def test_without_monotonic_reads_a_read_sets_no_cookie(pg_cluster):
     pg_cluster.wait_caught_up()
 
     response = Client().get("/find/", {"name": "plain"})
+
+    assert pinning_cookie() not in response.cookies
+
+
+def test_concurrent_waits_on_one_replica_share_its_watcher(faults, pg_cluster):
+    pause_both(faults)
+    Item.objects.create(name="shared")
+    position = parse_lsn(pg_cluster.current_lsn())
+    found: list[str | None] = []
+
+    def wait() -> None:
+        found.append(catchup.wait_for(position, ["replica1"], LONG_WAIT_MS / 1000))
+
+    threads = [threading.Thread(target=wait) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while catchup._watchers["replica1"].waiting < 2 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    faults.resume("replica1")
+    for thread in threads:
+        thread.join(30)
+
+    assert found == ["replica1", "replica1"]
+    assert catchup._watchers["replica1"].waiting == 0
+
+
+@override_settings(MULTIDB_MONOTONIC_READS=True)
+def test_a_request_that_moved_to_another_replica_is_bounded_by_the_primary(
+    pg_cluster,
+):
+    Item.objects.create(name="moved")
+    pg_cluster.wait_caught_up()
+    token = begin_request(NO_PIN)
+    try:
+        state = current_request()
+        first = Item.objects.filter(name="moved").db
+        assert Item.objects.filter(name="moved").exists()
+        rotation.exclude({first})
+        second = Item.objects.filter(name="moved").db
+        assert Item.objects.filter(name="moved").exists()
+        before = parse_lsn(pg_cluster.current_lsn())
+        value = middleware._seen_token(state)
+    finally:
+        end_request(token)
+        rotation.exclude(set())
+
+    assert {first, second} == {"replica1", "replica2"}
+    assert tokens.pin_for(value) >= before
+
+
+@override_settings(MULTIDB_MONOTONIC_READS=True)
+def test_a_replica_gone_before_the_bound_is_read_sets_no_cookie(faults, pg_cluster):
+    Item.objects.create(name="gone")
+    pg_cluster.wait_caught_up()
+    token = begin_request(NO_PIN)
+    try:
+        state = current_request()
+        assert Item.objects.filter(name="gone").exists()
+        faults.stop(state.alias)
+        value = middleware._seen_token(state)
+    finally:
+        end_request(token)
+
+    assert value is None
+
+
+@override_settings(MULTIDB_MONOTONIC_READS=True, MULTIDB_PINNING_MODE="time")
+def test_monotonic_reads_need_position_mode(pg_cluster):
+    Item.objects.create(name="timed")
+    pg_cluster.wait_caught_up()
+
+    response = Client().get("/find/", {"name": "timed"})
 
     assert pinning_cookie() not in response.cookies
