@@ -15,9 +15,18 @@ baseline; then the configuration matrix, ours pinning by position
 (``auto``) under each configuration users run (``MATRIX``: a, the defaults;
 b, ``synchronous_commit = off`` for the app's role; c, ``ATOMIC_REQUESTS``;
 d, ``CONN_MAX_AGE = 60``; e, Django's pool; f, PgBouncer in transaction
-mode; g, gunicorn ``--preload`` with 2 workers).  ``--quick`` runs the
-baseline and rows a to c; the full run adds rows d to g, and the seed with
+mode; g, gunicorn ``--preload`` with 2 workers).  Then m, ours with
+``MULTIDB_MONOTONIC_READS``; and the catch-up trade-off: both replicas
+applying WAL 20 ms late, no pauses, without a catch-up wait (w0) and with
+a 50 ms one (w50), compared on the primary's share of reads and the reads'
+p99 latency.  ``--quick`` runs the baseline, rows a to c, m, w0 and w50
+(those two 5 s each); the full run adds rows d to g, and the seed with
 1 s pins and ours pinning by time (15 s) for reference.
+
+Every read also reports the newest row anyone wrote, as its server showed
+it: a *monotonic-read violation* is a read that showed an older one than an
+earlier read of the same user did (data going back in time between its
+requests), counted for every configuration.
 
 The *oracle share* is the physical ceiling: the fraction of reads for which
 some replica had already replayed that user's last write when the read
@@ -91,10 +100,22 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
     "g": {**_AUTO, "name": "g: auto, gunicorn preload",
           "server": {"kind": "gunicorn", "workers": 2, "preload": True},
           "site": {"warm_up": True}},
+    "m": {**_AUTO, "name": "m: auto, monotonic reads", "quick": True,
+          "site": {"monotonic_reads": True}},
+    # The catch-up trade-off: both replicas CATCH_UP_DELAY_MS behind, no
+    # pauses; without a wait, then with one.
+    "w0": {**_AUTO, "name": "w0: +20 ms, no wait", "quick": True,
+           "scenario": "catch_up"},
+    "w50": {**_AUTO, "name": "w50: +20 ms, 50 ms wait", "quick": True,
+            "scenario": "catch_up", "site": {"catch_up_wait": 50}},
 }  # fmt: skip
 #: The configuration matrix (issue 9): its rows' targets are checked.
 MATRIX = ["a", "b", "c", "d", "e", "f", "g"]
 BASELINE = "seed15"
+#: Rows whose reads must never go back in time (``MULTIDB_MONOTONIC_READS``).
+MONOTONIC = ["m"]
+#: The catch-up trade-off's rows: without the wait, and with it.
+CATCH_UP = ("w0", "w50")
 #: Row c's replica share must stay this close to row a's.
 C_VS_A = 0.05
 #: The role row b's site connects as (made, and dropped, by the benchmark).
@@ -126,6 +147,9 @@ def parameters(quick: bool) -> dict[str, Any]:
         "rows_per_user_at_start": 5,
         "request_timeout_s": 10.0,
         "max_iterations_per_user": 5000,
+        # The catch-up rows (w0, w50): both replicas this far behind.
+        "catch_up_delay_ms": 20,
+        "catch_up_load_seconds": 5.0 if quick else 20.0,
     }
 
 
@@ -147,6 +171,9 @@ class Read:
     token: int | None
     #: The server process that answered the request.
     pid: int
+    user: int = 0
+    #: The newest row anyone wrote, as the answering server showed it.
+    newest: int = 0
 
 
 @dataclass
@@ -243,7 +270,9 @@ async def _user(
         if last_id is not None:
             visible = body["found"] if "found" in body else last_id in body["ids"]
         where = body["at"], latency, body["port"], body["claim"]
-        load.reads.append(Read(start, *where, visible, token, body["pid"]))
+        load.reads.append(
+            Read(start, *where, visible, token, body["pid"], user, body["newest"])
+        )
 
     low, high = (ms / 1000 for ms in p["think_ms"])
     for _ in range(p["max_iterations_per_user"]):
@@ -403,6 +432,37 @@ def _measure(
     seed_path: Path,
     workdir: Path,
 ) -> dict[str, Any]:
+    spec = CONFIGURATIONS[key]
+    _, replica_a, replica_b = cluster.nodes
+    server_options = spec.get("server", {})
+    extra: dict[str, Any] = {"server": server_options.get("kind", "uvicorn")}
+    if server_options.get("workers", 1) > 1:
+        extra["server"] += f", {server_options['workers']} workers"
+    if server_options.get("preload"):
+        extra["server"] += ", --preload"
+    catch_up = spec.get("scenario") == "catch_up"
+    if catch_up:
+        p = {**p, "load_seconds": p["catch_up_load_seconds"]}
+        for node in (replica_a, replica_b):
+            cluster.set_apply_delay(node, p["catch_up_delay_ms"])
+        extra["apply_delay_ms"] = p["catch_up_delay_ms"]
+    try:
+        return _measure_on(key, cluster, p, seed_path, workdir, catch_up, extra)
+    finally:
+        if catch_up:
+            cluster.set_apply_delay(replica_a, p["replica_a_apply_delay_ms"])
+            cluster.set_apply_delay(replica_b, 0)
+
+
+def _measure_on(
+    key: str,
+    cluster: Any,
+    p: dict[str, Any],
+    seed_path: Path,
+    workdir: Path,
+    catch_up: bool,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     began = time.monotonic()
     marks: dict[str, float] = {}
     spec = CONFIGURATIONS[key]
@@ -414,11 +474,6 @@ def _measure(
     site.update(ports=ports, health_interval=p["health_check_interval_s"])
     server_options = spec.get("server", {})
     kind = server_options.get("kind", "uvicorn")
-    extra: dict[str, Any] = {"server": kind}
-    if server_options.get("workers", 1) > 1:
-        extra["server"] += f", {server_options['workers']} workers"
-    if server_options.get("preload"):
-        extra["server"] += ", --preload"
     reset_table(cluster, p["users"], p["rows_per_user_at_start"])
     seed = seed_path if spec["router"] == "seed" else None
     sampler = Sampler([replica_a.dsn(), replica_b.dsn()], p["sample_every_ms"] / 1000)
@@ -428,7 +483,8 @@ def _measure(
 
     def on_start() -> None:
         marks["load"] = time.monotonic()
-        pauses.start()
+        if not catch_up:
+            pauses.start()
 
     with contextlib.ExitStack() as stack:
         if "role" in spec:
@@ -496,6 +552,7 @@ def _measure(
         oracle_at_query += could
         missed += could and r.port == primary.port
     n = max(1, len(reads))
+    violations, violation_examples = _went_back(reads, by_port)
     latencies = [r.latency for r in reads] + load.write_latencies
     result = {
         "reads": len(reads),
@@ -505,6 +562,10 @@ def _measure(
         "stale_reads": stale,
         "misrouted_reads": misrouted,
         "misrouted_examples": misrouted_examples,
+        # A read that showed an older newest row than an earlier read of the
+        # same user did: data going back in time between its requests.
+        "monotonic_violations": violations,
+        "monotonic_examples": violation_examples,
         "stale_reads_by_server": stale_by_server,
         "stale_examples": examples,
         "replica_share": round(on_replica / n, 4),
@@ -512,11 +573,13 @@ def _measure(
         "share_vs_oracle": round(on_replica / max(1, oracle), 4),
         "oracle_share_at_query": round(oracle_at_query / n, 4),
         "reads_by_server": served,
+        "primary_share": round(served["default"] / n, 4),
         # Read the primary although a replica had replayed the user's last
         # write before the SELECT was sent: offload left on the table.
         "primary_reads_a_replica_could_serve": missed,
         "latency_p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
         "latency_p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "read_p99_ms": round(percentile([r.latency for r in reads], 0.99) * 1000, 1),
         "primary_reads_per_s": round(served["default"] / load.duration, 1),
         "requests_per_s": round(len(latencies) / load.duration, 1),
         # Server processes that answered reads (gunicorn's workers).
@@ -532,6 +595,29 @@ def _measure(
     if load.errors:
         result["server_log_tail"] = server.tail()
     return result
+
+
+def _went_back(
+    reads: list[Read], by_port: dict[int, str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """Monotonic-read violations: reads, each user's in the order it sent
+    them, that showed an older newest row than one of its earlier reads."""
+    seen: dict[int, tuple[int, str]] = {}
+    count = 0
+    examples: list[dict[str, Any]] = []
+    for r in sorted(reads, key=lambda r: (r.user, r.start)):
+        best, where = seen.get(r.user, (0, ""))
+        answered = by_port.get(r.port, f"port {r.port}")
+        if r.newest < best:
+            count += 1
+            if len(examples) < 5:
+                examples.append(
+                    {"user": r.user, "saw": best, "on": where, "then": r.newest,
+                     "on_then": answered}
+                )  # fmt: skip
+        else:
+            seen[r.user] = (r.newest, answered)
+    return count, examples
 
 
 def _row(
@@ -589,6 +675,33 @@ def _verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 " prober connections shared (target: all, all, 0)"
                 + (" - could not be checked" if fork["pass"] is None else ""),
             )  # fmt: skip
+    for key in [*MONOTONIC, *CATCH_UP]:
+        if key not in measured:
+            continue
+        stale = measured[key]["stale_reads"]
+        targets[f"{key}_no_stale_reads"] = _target(
+            "hard", key, stale == 0, f"{key}: {stale} stale reads (target 0)",
+            value=stale, target=0,
+        )  # fmt: skip
+    for key in MONOTONIC:
+        if key in measured:
+            back = measured[key]["monotonic_violations"]
+            targets[f"{key}_monotonic"] = _target(
+                "hard", key, back == 0,
+                f"{key}: {back} monotonic-read violations (target 0)",
+                value=back, target=0,
+            )  # fmt: skip
+    if all(key in measured for key in CATCH_UP):
+        without, wait = (measured[key] for key in CATCH_UP)
+        shares = without["primary_share"], wait["primary_share"]
+        p99s = without["read_p99_ms"], wait["read_p99_ms"]
+        targets["catch_up_trade_off"] = _target(
+            "reported", CATCH_UP[1], shares[1] < shares[0],
+            "catch-up wait (50 ms, replicas +20 ms): primary read share"
+            f" {shares[0]:.3f} -> {shares[1]:.3f}, read p99 {p99s[0]:.1f} ->"
+            f" {p99s[1]:.1f} ms (expected: the share falls, p99 rises)",
+            primary_share=shares, read_p99_ms=p99s,
+        )  # fmt: skip
     if "a" in measured and "c" in measured:
         a, c = measured["a"]["replica_share"], measured["c"]["replica_share"]
         targets["c_share_vs_a"] = _target(
@@ -678,7 +791,7 @@ def run(quick: bool, rows: list[str] | None = None) -> dict[str, Any]:
 def table(data: dict[str, Any]) -> str:
     p, m = data["parameters"], data["machine"]
     head = (
-        f"{'configuration':<26} {'reads':>6} {'stale':>5} {'misrt':>5} "
+        f"{'configuration':<26} {'reads':>6} {'stale':>5} {'misrt':>5} {'mono':>5} "
         f"{'replica':>7} {'oracle':>6} {'/orcl':>5} {'@query':>6} {'p50 ms':>6} "
         f"{'p99 ms':>7} {'prim rd/s':>9} {'procs':>5} {'err':>3}"
     )
@@ -692,7 +805,9 @@ def table(data: dict[str, Any]) -> str:
         "Rows a-g: ours in auto mode (position tokens) under each configuration;"
         " the seed at 15 s is the baseline.  Under uvicorn, except d (gunicorn"
         f" -k gthread, {GUNICORN_THREADS} threads) and g (the same, 2 workers,"
-        " --preload)",
+        " --preload).  m: monotonic reads on.  w0, w50: both replicas"
+        f" +{p['catch_up_delay_ms']} ms, no pauses, {p['catch_up_load_seconds']:g} s;"
+        " w50 with a 50 ms catch-up wait.  mono: monotonic-read violations",
         head,
         "-" * len(head),
     ]
@@ -702,7 +817,8 @@ def table(data: dict[str, Any]) -> str:
             continue
         lines.append(
             f"{r['name']:<26} {r['reads']:>6} {r['stale_reads']:>5} "
-            f"{r['misrouted_reads']:>5} {r['replica_share']:>7.3f} "
+            f"{r['misrouted_reads']:>5} {r['monotonic_violations']:>5} "
+            f"{r['replica_share']:>7.3f} "
             f"{r['oracle_share']:>6.3f} {r['share_vs_oracle']:>5.2f} "
             f"{r['oracle_share_at_query']:>6.3f} {r['latency_p50_ms']:>6.1f} "
             f"{r['latency_p99_ms']:>7.1f} {r['primary_reads_per_s']:>9.1f} "

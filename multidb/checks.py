@@ -45,6 +45,7 @@ def check_settings(
         *check_pinning_settings(),
         *check_health_settings(),
         *check_read_your_writes(),
+        *check_consistency_settings(),
         *check_router_and_middleware(),
         *check_unknown_settings(),
     ]
@@ -141,6 +142,8 @@ SETTING_IDS = {
     "MULTIDB_HEALTH_DETAILS": "multidb.E020",
     "MULTIDB_NO_REPLICA": "multidb.E021",
     "MULTIDB_MIN_SERVING_REPLICAS": "multidb.E022",
+    "MULTIDB_CATCH_UP_WAIT": "multidb.E025",
+    "MULTIDB_MONOTONIC_READS": "multidb.E026",
 }
 
 
@@ -412,6 +415,31 @@ def check_read_your_writes() -> list[CheckMessage]:
             id="multidb.W006",
         )
     ]
+
+
+#: The longest catch-up wait, in milliseconds.
+MAX_CATCH_UP_WAIT = 10_000
+
+
+def check_consistency_settings() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    wait = configured("MULTIDB_CATCH_UP_WAIT")
+    if not _number(wait, allow_none=False, integer=False, positive=False) or (
+        wait > MAX_CATCH_UP_WAIT
+    ):
+        messages.append(
+            _bad_value(
+                "MULTIDB_CATCH_UP_WAIT",
+                wait,
+                f"a number of milliseconds from 0 to {MAX_CATCH_UP_WAIT}",
+            )
+        )
+    monotonic = configured("MULTIDB_MONOTONIC_READS")
+    if not isinstance(monotonic, bool):
+        messages.append(
+            _bad_value("MULTIDB_MONOTONIC_READS", monotonic, "True or False")
+        )
+    return messages
 
 
 def _classes(entries: Iterable[Any]) -> list[type | None]:

@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "MULTIDB_HEALTH_DETAILS": "never",
     "MULTIDB_NO_REPLICA": "primary",
     "MULTIDB_MIN_SERVING_REPLICAS": 0,
+    "MULTIDB_CATCH_UP_WAIT": 0,
+    "MULTIDB_MONOTONIC_READS": False,
 }
 
 
@@ -206,6 +208,17 @@ class Settings:
     def MIN_SERVING_REPLICAS(self) -> int:
         """Reachable replicas kept serving however far behind they are."""
         return cast("int", _setting("MULTIDB_MIN_SERVING_REPLICAS"))
+
+    @property
+    def CATCH_UP_WAIT(self) -> float:
+        """Milliseconds a read whose token no replica has replayed may wait
+        for one to replay it before it reads the primary; 0: no wait."""
+        return cast("float", _setting("MULTIDB_CATCH_UP_WAIT"))
+
+    @property
+    def MONOTONIC_READS(self) -> bool:
+        """A user agent's reads never go back in time between requests."""
+        return cast("bool", _setting("MULTIDB_MONOTONIC_READS"))
 
 
 conf = Settings()

@@ -23,7 +23,7 @@ from django.db import InterfaceError, OperationalError, connections
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
-from . import health, tokens
+from . import health, routers, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
 from .pinning import (
     NO_PIN,
@@ -155,6 +155,44 @@ def _carried_token(request: HttpRequest) -> str | None:
     return max(positions)[1] if positions else None
 
 
+def _saw_data(state: RequestState | None) -> bool:
+    """Whether ``MULTIDB_MONOTONIC_READS`` wants a bound of what ``state``'s
+    request (which wrote nothing) saw in the cookie: it read a replica or
+    the primary."""
+    return (
+        state is not None
+        # Attribute tests first: this runs on every request.
+        and (state.alias != DEFAULT_DB_ALIAS or state.reached_primary)
+        and conf.MONOTONIC_READS
+    )
+
+
+def _seen_token(state: RequestState) -> str | None:
+    """A token for an upper bound of what the request saw, or None when the
+    token it came with already bounds that (or nothing can: no positions,
+    or the server did not answer).  One query:
+
+    * a request that read only its replica: that replica's replay position
+      now, over the request's own connection; replay only moves forward, so
+      it is at or past every snapshot the request's reads saw there;
+    * one that read the primary (its replicas had not replayed its token,
+      or it was pinned by time), or read a replica and then moved to
+      another (its first left the rotation): the primary's position now,
+      at or past everything any server has shown.
+    """
+    if conf.PINNING_MODE != "auto" or not tokens.has_positions():
+        return None
+    if state.reached_primary or getattr(state, "moved", False):
+        seen = tokens.primary_position()
+    else:
+        seen = routers.replay_position(state.alias)
+    pinned = state.pinned
+    floor = state.settled if type(pinned) is not int else pinned
+    if seen is None or (floor is not None and seen <= floor):
+        return None
+    return tokens.sign(seen)
+
+
 def _set_cookie(response: HttpResponseBase, value: str) -> None:
     legacy = value == tokens.LEGACY_VALUE
     response.set_cookie(
@@ -221,6 +259,10 @@ class PinningRouterMiddleware:
                     # the request's sync code ran, not on the event loop.
                     value = await sync_to_async(tokens.position_token)()
                 _set_cookie(response, value)
+            elif _saw_data(state):
+                seen = await sync_to_async(_seen_token)(state)  # type: ignore[arg-type]
+                if seen is not None:
+                    _set_cookie(response, seen)
             return response
         finally:
             end_request(token)
@@ -258,6 +300,10 @@ class PinningRouterMiddleware:
         if _wants_cookie(request, response, state):
             value = _cookie_value(request, response, state)
             _set_cookie(response, value or tokens.position_token())
+        elif _saw_data(state):
+            seen = _seen_token(state)  # type: ignore[arg-type]
+            if seen is not None:
+                _set_cookie(response, seen)
         return response
 
 

@@ -77,7 +77,14 @@ class RequestState(rotation.Sticky):
         "settled",
         "atomic_view",
         "view_block",
+        "reached_primary",
+        "moved",
     )
+
+    #: The request read a replica, then moved to another (its first left the
+    #: rotation).  Set by the router; unset until then (``getattr``), so that
+    #: it costs a request that never moves nothing.
+    moved: bool
 
     def __init__(
         self,
@@ -104,6 +111,9 @@ class RequestState(rotation.Sticky):
         self.atomic_view: bool = outer.atomic_view if outer is not None else False
         #: That block, once seen.
         self.view_block: Any = outer.view_block if outer is not None else None
+        #: A statement ran on the primary before the request wrote (after,
+        #: ``wrote`` says more).
+        self.reached_primary = False
 
 
 class _Fixed:
@@ -263,6 +273,10 @@ def _note_primary_use(
     # Once a request has written and is pinned, nothing a statement says
     # changes that: a pinned request's reads (all on the primary) cost no look.
     if request is not None and not (request.wrote and request.pinned is TIME_PIN):
+        outer: RequestState | None = request
+        while outer is not None:
+            outer.reached_primary = True
+            outer = outer.outer
         done = statements.kind(sql)
         if done == statements.WRITE:
             note_write(request)

@@ -30,7 +30,7 @@ from typing import Any, cast
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
 
-from . import health, mirrors, pinning, rotation
+from . import catchup, health, mirrors, pinning, rotation
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import NO_PIN, TIME_PIN, Bound, BoundedScope, RequestState
 from .pinning import current_scope as _get_scope
@@ -168,6 +168,12 @@ def _repick(request: RequestState) -> str:
     """The request's replica after the rotation changed."""
     before = request.alias
     alias = request.pick()
+    if before != DEFAULT_DB_ALIAS and alias != before:
+        # It read ``before``, which may be ahead of ``alias``: what the
+        # request saw is bounded by the primary's position alone (read by
+        # the middleware under ``MULTIDB_MONOTONIC_READS``).  Not a slot
+        # set in ``__init__``: unset costs no request anything.
+        request.moved = True
     if alias != before and request.settled is not None and request.pinned is NO_PIN:
         # The replica that had replayed the request's token is gone: the
         # next one must prove it has too.
@@ -381,6 +387,10 @@ def read_alias_after(request: RequestState) -> str:
     without a query; otherwise one replica is asked, once per request (the
     one the prober last saw furthest ahead, else the request's own), and the
     read goes to the primary if it has not caught up.
+
+    With ``MULTIDB_CATCH_UP_WAIT``, the check waits up to that long for any
+    usable replica to replay the position (``multidb.catchup``), except on
+    an event loop's thread, which never blocks.
     """
     position = cast(int, request.pinned)  # route_read calls this for a position only
     if app_in_atomic(request):
@@ -404,6 +414,9 @@ def read_alias_after(request: RequestState) -> str:
     request.checked = True
     if own == DEFAULT_DB_ALIAS:
         return own
+    wait = conf.CATCH_UP_WAIT
+    if wait:
+        return _catch_up(request, position, own, furthest, wait / 1000)
     # A paused or delayed replica is behind in the prober's last view too:
     # ask the one most likely to have the write.
     alias = own
@@ -413,6 +426,21 @@ def read_alias_after(request: RequestState) -> str:
     if replayed is not None and replayed >= position:
         return _settle(request, alias, current, position)
     return DEFAULT_DB_ALIAS
+
+
+def _catch_up(
+    request: RequestState, position: int, own: str, furthest: str | None, wait: float
+) -> str:
+    """Wait up to ``wait`` seconds for a usable replica to replay
+    ``position`` (``multidb.catchup``); the primary if none has by then."""
+    usable = rotation.rotation().usable
+    # The request's own replica first, as above.
+    ordered = dict.fromkeys(a for a in (own, furthest, *usable) if a in usable)
+    alias = catchup.wait_for(position, ordered, wait)
+    current = rotation.rotation()
+    if alias is None or alias not in current.usable:
+        return DEFAULT_DB_ALIAS
+    return _settle(request, alias, current, position)
 
 
 #: The usable replica the prober saw furthest ahead, for one rotation and one

@@ -23,6 +23,7 @@ from multidb import (
 )
 from multidb.checks import (
     SETTING_IDS,
+    check_consistency_settings,
     check_health_settings,
     check_pinning_settings,
     check_replica_databases,
@@ -800,3 +801,46 @@ def test_a_bad_position_pinning_setting_gets_that_settings_own_id(name, value):
 )
 def test_valid_position_pinning_settings_pass():
     assert check_pinning_settings() == []
+
+
+# --- MULTIDB_CATCH_UP_WAIT, MULTIDB_MONOTONIC_READS ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_CATCH_UP_WAIT", -1),
+        ("MULTIDB_CATCH_UP_WAIT", 10_001),
+        ("MULTIDB_CATCH_UP_WAIT", math.inf),
+        ("MULTIDB_CATCH_UP_WAIT", math.nan),
+        ("MULTIDB_CATCH_UP_WAIT", None),
+        ("MULTIDB_CATCH_UP_WAIT", True),
+        ("MULTIDB_CATCH_UP_WAIT", "50"),
+        ("MULTIDB_MONOTONIC_READS", 1),
+        ("MULTIDB_MONOTONIC_READS", None),
+        ("MULTIDB_MONOTONIC_READS", "yes"),
+    ],
+)
+def test_a_bad_catch_up_wait_or_monotonic_reads_setting_is_an_error(name, value):
+    with override_settings(**{name: value}):
+        messages = check_consistency_settings()
+        registered = [m for m in check_settings() if m.id == SETTING_IDS[name]]
+    assert ids(messages) == [SETTING_IDS[name]]
+    assert messages[0].hint.startswith(f"Set {name} to ")
+    assert registered == messages
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MULTIDB_CATCH_UP_WAIT", 0),
+        ("MULTIDB_CATCH_UP_WAIT", 0.5),
+        ("MULTIDB_CATCH_UP_WAIT", 50),
+        ("MULTIDB_CATCH_UP_WAIT", 10_000),
+        ("MULTIDB_MONOTONIC_READS", True),
+        ("MULTIDB_MONOTONIC_READS", False),
+    ],
+)
+def test_valid_catch_up_wait_and_monotonic_reads_settings_pass(name, value):
+    with override_settings(**{name: value}):
+        assert check_consistency_settings() == []

@@ -12,8 +12,10 @@ Optional, for the configuration matrix of ``benchmarks.consistency``:
 ``user`` (the role every alias connects as, default ``postgres``),
 ``atomic_requests`` (``ATOMIC_REQUESTS`` on ``default``), ``databases``
 (``{alias: entry}``, merged over each alias' entry, ``OPTIONS`` included:
-a pooler's host and port) and ``warm_up`` (under WSGI, read through the
-router and probe once at import, see ``benchmarks/site/wsgi.py``).
+a pooler's host and port), ``warm_up`` (under WSGI, read through the
+router and probe once at import, see ``benchmarks/site/wsgi.py``),
+``catch_up_wait`` (``MULTIDB_CATCH_UP_WAIT``) and ``monotonic_reads``
+(``MULTIDB_MONOTONIC_READS``).
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ else:
         MULTIDB_HEALTH_CHECK_TIMEOUT = float(_site["health_timeout"])
     if "max_lag" in _site:
         MULTIDB_REPLICA_MAX_LAG = _site["max_lag"]
+    MULTIDB_CATCH_UP_WAIT = _site.get("catch_up_wait", 0)
+    MULTIDB_MONOTONIC_READS = bool(_site.get("monotonic_reads", False))
 
 LOGGING = {
     "version": 1,

@@ -59,9 +59,16 @@ def _observe(queryset: QuerySet[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
         result = list(queryset)
     connection = recorder.connection
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {PORT}")
-        (port,) = cursor.fetchone()
-    seen = {"claim": connection.alias, "port": port, "at": recorder.at}
+        # The newest row anyone wrote, as this server shows it just after
+        # the read: monotonic reads compare it across a user's requests.
+        cursor.execute(f"SELECT {PORT}, (SELECT coalesce(max(id), 0) FROM {TABLE})")
+        port, newest = cursor.fetchone()
+    seen = {
+        "claim": connection.alias,
+        "port": port,
+        "at": recorder.at,
+        "newest": newest,
+    }
     return result, {**seen, "pid": os.getpid()}
 
 

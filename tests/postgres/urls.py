@@ -55,3 +55,9 @@ urlpatterns += [
     path("find-or-503/", views.find_or_503),
     path("async-find-or-503/", views.async_find_or_503),
 ]
+
+# Catch-up waits and monotonic reads (test_waits.py).
+urlpatterns += [
+    path("newest/", views.newest),
+    path("async-newest/", views.async_newest),
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
+from django.db.models import Max
 from django.http import HttpRequest, JsonResponse
 
 import multidb
@@ -251,3 +252,24 @@ def find_or_503(request: HttpRequest) -> JsonResponse:
 
 async def async_find_or_503(request: HttpRequest) -> JsonResponse:
     return await sync_to_async(_lookup_or_503)(request.GET["name"])
+
+
+# --- catch-up waits and monotonic reads (test_waits.py) -----------------------
+
+
+def _newest() -> dict[str, object]:
+    """The newest item's pk where the router sends the read, and that
+    server's port; computed wherever it is called."""
+    items = Item.objects.all()
+    newest = items.aggregate(newest=Max("pk"))["newest"] or 0
+    alias = items.db
+    return {"newest": newest, "db": alias, "port": server_port(alias)}
+
+
+def newest(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_newest())
+
+
+async def async_newest(request: HttpRequest) -> JsonResponse:
+    """``newest`` in an async view: the read runs in the ORM's worker thread."""
+    return JsonResponse(await sync_to_async(_newest)())
