@@ -44,3 +44,9 @@ urlpatterns += [
     path("raw-insert/", views.raw_insert),
     path("async-raw-insert/", views.async_raw_insert),
 ]
+
+# Background tasks that carry the writes (test_celery.py).
+urlpatterns += [
+    path("celery/create-and-enqueue/", views.create_and_enqueue),
+    path("celery/async-create-and-enqueue/", views.async_create_and_enqueue),
+]

@@ -194,3 +194,37 @@ def raw_insert(request: HttpRequest) -> JsonResponse:
 async def async_raw_insert(request: HttpRequest) -> JsonResponse:
     await sync_to_async(_raw_insert)(request.POST["name"])
     return JsonResponse({"inserted": True})
+
+
+# --- background tasks that carry the writes (test_celery.py) -------------------
+
+
+def _enqueue_args(request: HttpRequest) -> tuple[str, str, bool]:
+    data = request.POST or request.GET
+    return data["name"], data["report"], data.get("until_replica") == "1"
+
+
+def create_and_enqueue(request: HttpRequest) -> JsonResponse:
+    """Create item ``name`` (unless ``read_only``), then queue a Celery task
+    that reads it and appends where it read to the file ``report``."""
+    from tests.postgres.tasks import read_item
+
+    name, report, until_replica = _enqueue_args(request)
+    if "read_only" not in request.GET:
+        Item.objects.create(name=name)
+    read_item.delay(name, report, until_replica)
+    return JsonResponse({})
+
+
+async def async_create_and_enqueue(request: HttpRequest) -> JsonResponse:
+    """``create_and_enqueue`` in an async view: the task is queued from a
+    worker thread, or with ``on_loop`` on the event loop itself."""
+    from tests.postgres.tasks import read_item
+
+    name, report, until_replica = _enqueue_args(request)
+    await Item.objects.acreate(name=name)
+    if "on_loop" in request.GET:
+        read_item.delay(name, report, until_replica)
+    else:
+        await sync_to_async(read_item.delay)(name, report, until_replica)
+    return JsonResponse({})
