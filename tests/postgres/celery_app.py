@@ -28,6 +28,7 @@ def configure(folder: Path) -> None:
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
+            "control_folder": str(folder / "control"),
             "polling_interval": 0.05,
         },
         broker_connection_retry_on_startup=True,
