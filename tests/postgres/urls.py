@@ -50,3 +50,7 @@ urlpatterns += [
     path("celery/create-and-enqueue/", views.create_and_enqueue),
     path("celery/async-create-and-enqueue/", views.async_create_and_enqueue),
 ]
+urlpatterns += [
+    path("tasks/create-and-enqueue/", views.create_and_enqueue_django_task),
+    path("tasks/async-create-and-enqueue/", views.async_create_and_enqueue_django_task),
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.http import HttpRequest, JsonResponse
@@ -228,3 +230,32 @@ async def async_create_and_enqueue(request: HttpRequest) -> JsonResponse:
     else:
         await sync_to_async(read_item.delay)(name, report, until_replica)
     return JsonResponse({})
+
+
+def _stored(result: Any) -> JsonResponse:
+    """What a backend stores of an enqueued Django task, as JSON."""
+    return JsonResponse(
+        {
+            "path": result.task.module_path,
+            "args": list(result.args),
+            "kwargs": result.kwargs,
+        }
+    )
+
+
+def create_and_enqueue_django_task(request: HttpRequest) -> JsonResponse:
+    """Create item ``name``, then enqueue a Django task that reads it."""
+    from tests.app.jobs import read_item
+
+    name = request.POST["name"]
+    Item.objects.create(name=name)
+    return _stored(read_item.enqueue(name))
+
+
+async def async_create_and_enqueue_django_task(request: HttpRequest) -> JsonResponse:
+    """The same from an async view, with ``aenqueue`` and an async task."""
+    from tests.app.jobs import aread_item
+
+    name = request.POST["name"]
+    await Item.objects.acreate(name=name)
+    return _stored(await aread_item.aenqueue(name))
