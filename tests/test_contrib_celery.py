@@ -19,7 +19,12 @@ from multidb.contrib import celery as multidb_celery
 from multidb.contrib.celery import HEADER, attach_token
 from multidb.pinning import begin_request, current_scope, end_request
 
-TOKEN = tokens.sign(0x3000148)
+
+@pytest.fixture
+def token() -> str:
+    """A valid token; on SQLite it pins by time for ``MULTIDB_PINNING_SECONDS``
+    after it is signed, so each test signs its own."""
+    return tokens.sign(0x3000148)
 
 
 @pytest.fixture
@@ -52,23 +57,25 @@ def test_a_publisher_with_nothing_to_carry_adds_no_header():
     assert headers_published() == {}
 
 
-def test_a_request_that_wrote_nothing_carries_the_token_it_came_with():
-    scope = begin_request(None, incoming=TOKEN)
+def test_a_request_that_wrote_nothing_carries_the_token_it_came_with(token):
+    scope = begin_request(None, incoming=token)
     try:
-        assert headers_published() == {HEADER: TOKEN}
+        assert headers_published() == {HEADER: token}
     finally:
         end_request(scope)
 
 
-def test_a_retry_keeps_the_token_its_message_carries():
-    assert headers_published(**{HEADER: TOKEN}) == {HEADER: TOKEN}
+def test_a_retry_keeps_the_token_its_message_carries(token):
+    assert headers_published(**{HEADER: token}) == {HEADER: token}
 
 
 @pytest.mark.asyncio
-async def test_on_the_event_loop_a_request_that_wrote_nothing_carries_its_token():
-    scope = begin_request(None, incoming=TOKEN)
+async def test_on_the_event_loop_a_request_that_wrote_nothing_carries_its_token(
+    token,
+):
+    scope = begin_request(None, incoming=token)
     try:
-        assert headers_published() == {HEADER: TOKEN}
+        assert headers_published() == {HEADER: token}
     finally:
         end_request(scope)
 
@@ -83,23 +90,13 @@ async def test_on_the_event_loop_a_write_without_positions_carries_nothing():
         end_request(scope)
 
 
-def test_a_task_runs_inside_read_after_its_token_and_restores_the_scope(app):
-    seen: dict[str, Any] = {}
-
-    @app.task(bind=True)
-    def job(self: Any) -> None:
-        seen["pinned"] = this_thread_is_pinned()
-        # A task it queues carries the same token.
-        seen["child"] = headers_published()
-
-    outer = current_scope()
-    job.apply(headers={HEADER: TOKEN})
-    # Without positions a valid token pins by time: the task reads the primary.
-    assert seen == {"pinned": True, "child": {HEADER: TOKEN}}
-    assert current_scope() is outer
-
-
-def test_a_task_without_a_token_runs_unchanged(app):
+@pytest.mark.parametrize("carried", [True, False], ids=["with-a-token", "without"])
+def test_a_task_runs_inside_read_after_its_token_and_restores_the_scope(
+    app, token, carried
+):
+    # Without positions a valid token pins by time: the task reads the
+    # primary, and a task it queues carries the same token.
+    headers = {HEADER: token} if carried else None
     seen: dict[str, Any] = {}
 
     @app.task(bind=True)
@@ -108,6 +105,6 @@ def test_a_task_without_a_token_runs_unchanged(app):
         seen["child"] = headers_published()
 
     outer = current_scope()
-    job.apply()
-    assert seen == {"pinned": False, "child": {}}
+    job.apply(headers=headers)
+    assert seen == {"pinned": carried, "child": headers or {}}
     assert current_scope() is outer

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
 
+from tests.postgres.test_celery import assert_read_on
+
 pytestmark = pytest.mark.django_db(transaction=True, databases="__all__")
 
 
@@ -39,12 +41,6 @@ def run_as_a_worker(stored: dict[str, Any]) -> dict[str, Any]:
     thread.join(60)
     assert not thread.is_alive()
     return out["result"]
-
-
-def assert_read_on(result: dict[str, Any], aliases: set[str]) -> None:
-    assert result["found"], result
-    assert result["db"] in aliases, result
-    assert result["port"] == settings.PG_NODE_PORTS[result["db"]], result
 
 
 @pytest.mark.parametrize("view", ["create-and-enqueue", "async-create-and-enqueue"])
