@@ -6,6 +6,8 @@ PostgreSQL instead.
 
 from typing import Any
 
+import django
+
 SECRET_KEY = "multidb-tests"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
@@ -34,3 +36,13 @@ MIDDLEWARE = [
 ROOT_URLCONF = "tests.urls"
 ALLOWED_HOSTS = ["*"]
 MULTIDB_HEALTH_CHECK_INTERVAL = None  # the unit tests probe explicitly
+
+# Django's tasks framework (multidb.contrib.tasks; the django-tasks backport
+# before Django 6.0): tasks are stored, not run; a test runs them the way a
+# worker does (tests/postgres/test_django_tasks.py).
+TASKS = {
+    "default": {
+        "BACKEND": ("django.tasks" if django.VERSION >= (6, 0) else "django_tasks")
+        + ".backends.dummy.DummyBackend"
+    }
+}

@@ -61,3 +61,13 @@ urlpatterns += [
     path("newest/", views.newest),
     path("async-newest/", views.async_newest),
 ]
+
+# Background tasks that carry the writes (test_celery.py).
+urlpatterns += [
+    path("celery/create-and-enqueue/", views.create_and_enqueue),
+    path("celery/async-create-and-enqueue/", views.async_create_and_enqueue),
+]
+urlpatterns += [
+    path("tasks/create-and-enqueue/", views.create_and_enqueue_django_task),
+    path("tasks/async-create-and-enqueue/", views.async_create_and_enqueue_django_task),
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.db import connections, router, transaction
 from django.db.models import Max
@@ -273,3 +275,66 @@ def newest(request: HttpRequest) -> JsonResponse:
 async def async_newest(request: HttpRequest) -> JsonResponse:
     """``newest`` in an async view: the read runs in the ORM's worker thread."""
     return JsonResponse(await sync_to_async(_newest)())
+
+
+# --- background tasks that carry the writes (test_celery.py) -------------------
+
+
+def _enqueue_args(request: HttpRequest) -> tuple[str, str, bool]:
+    data = request.POST or request.GET
+    return data["name"], data["report"], data.get("until_replica") == "1"
+
+
+def create_and_enqueue(request: HttpRequest) -> JsonResponse:
+    """Create item ``name`` (unless ``read_only``), then queue a Celery task
+    that reads it and appends where it read to the file ``report``."""
+    from tests.postgres.tasks import read_item
+
+    name, report, until_replica = _enqueue_args(request)
+    if "read_only" not in request.GET:
+        Item.objects.create(name=name)
+    read_item.delay(name, report, until_replica)
+    return JsonResponse({})
+
+
+async def async_create_and_enqueue(request: HttpRequest) -> JsonResponse:
+    """``create_and_enqueue`` in an async view: the task is queued from a
+    worker thread, or with ``on_loop`` on the event loop itself."""
+    from tests.postgres.tasks import read_item
+
+    name, report, until_replica = _enqueue_args(request)
+    await Item.objects.acreate(name=name)
+    if "on_loop" in request.GET:
+        read_item.delay(name, report, until_replica)
+    else:
+        await sync_to_async(read_item.delay)(name, report, until_replica)
+    return JsonResponse({})
+
+
+def _stored(result: Any) -> JsonResponse:
+    """What a backend stores of an enqueued Django task, as JSON."""
+    return JsonResponse(
+        {
+            "path": result.task.module_path,
+            "args": list(result.args),
+            "kwargs": result.kwargs,
+        }
+    )
+
+
+def create_and_enqueue_django_task(request: HttpRequest) -> JsonResponse:
+    """Create item ``name``, then enqueue a Django task that reads it."""
+    from tests.app.jobs import read_item
+
+    name = request.POST["name"]
+    Item.objects.create(name=name)
+    return _stored(read_item.enqueue(name))
+
+
+async def async_create_and_enqueue_django_task(request: HttpRequest) -> JsonResponse:
+    """The same from an async view, with ``aenqueue`` and an async task."""
+    from tests.app.jobs import aread_item
+
+    name = request.POST["name"]
+    await Item.objects.acreate(name=name)
+    return _stored(await aread_item.aenqueue(name))
