@@ -19,9 +19,12 @@ mode; g, gunicorn ``--preload`` with 2 workers).  Then m, ours with
 ``MULTIDB_MONOTONIC_READS``; and the catch-up trade-off: both replicas
 applying WAL 20 ms late, no pauses, without a catch-up wait (w0) and with
 a 50 ms one (w50), compared on the primary's share of reads and the reads'
-p99 latency.  ``--quick`` runs the baseline, rows a to c, m, w0 and w50
-(those two 5 s each); the full run adds rows d to g, and the seed with
-1 s pins and ours pinning by time (15 s) for reference.
+p99 latency.  Then the offload of pinning on writes that happen: every
+page read first runs ``get_or_create`` of the user's profile row (found
+after the first visit), pinning on write routing as the package did (o0),
+then on writes (o).  ``--quick`` runs the baseline, rows a to c, m, w0 and
+w50 (those two 5 s each); the full run adds rows d to g, o0 and o, and the
+seed with 1 s pins and ours pinning by time (15 s) for reference.
 
 Every read also reports the newest row anyone wrote, as its server showed
 it: a *monotonic-read violation* is a read that showed an older one than an
@@ -108,6 +111,12 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
            "scenario": "catch_up"},
     "w50": {**_AUTO, "name": "w50: +20 ms, 50 ms wait", "quick": True,
             "scenario": "catch_up", "site": {"catch_up_wait": 50}},
+    # Every page read runs get_or_create (found after the first visit):
+    # pinning on write routing, as the package did, then on writes.
+    "o0": {**_AUTO, "name": "o0: get_or_create, pin on routing",
+           "site": {"get_or_create": True, "pin_on_write_routing": True}},
+    "o": {**_AUTO, "name": "o: get_or_create, pin on writes",
+          "site": {"get_or_create": True}},
 }  # fmt: skip
 #: The configuration matrix (issue 9): its rows' targets are checked.
 MATRIX = ["a", "b", "c", "d", "e", "f", "g"]

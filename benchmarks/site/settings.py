@@ -57,12 +57,19 @@ REPLICA_DATABASES = [alias for alias in DATABASES if alias != "default"]
 MULTIDB_PINNING_SECONDS = int(_site["pin_seconds"])
 #: Read by ``benchmarks/site/wsgi.py``.
 BENCH_WARM_UP = bool(_site.get("warm_up", False))
+#: Read by ``benchmarks/site/views.py``: every page read first runs
+#: ``get_or_create`` of the user's profile row (rows o0 and o).
+BENCH_GET_OR_CREATE = bool(_site.get("get_or_create", False))
 
 if _site["router"] == "seed":
     DATABASE_ROUTERS = ["multidb_seed.PinningReplicaRouter"]
     MIDDLEWARE = ["multidb_seed.middleware.PinningRouterMiddleware"]
 else:
-    DATABASE_ROUTERS = ["multidb.PinningReplicaRouter"]
+    DATABASE_ROUTERS = [
+        "benchmarks.site.routers.PinOnWriteRouting"
+        if _site.get("pin_on_write_routing")
+        else "multidb.PinningReplicaRouter"
+    ]
     MIDDLEWARE = ["multidb.middleware.PinningRouterMiddleware"]
     MULTIDB_PINNING_MODE = _site["mode"]
     MULTIDB_HEALTH_CHECK_INTERVAL = float(_site["health_interval"])
