@@ -202,7 +202,9 @@ def route_write(router: object, model: object, **hints: object) -> str:
     before this package was imported.
     """
     if _get_scope().request is not None:
-        pinning.watch_primary(connections[DEFAULT_DB_ALIAS])
+        connection = primary_connection()
+        if connection is not None:  # none yet on an event loop's thread
+            pinning.watch_primary(connection)
     return DEFAULT_DB_ALIAS
 
 

@@ -4,7 +4,7 @@ and what the primary's watcher does with each kind."""
 from __future__ import annotations
 
 import pytest
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from psycopg import sql as psycopg_sql
 
 from multidb import pinning, statements
@@ -153,3 +153,13 @@ def test_a_request_that_wrote_and_is_pinned_has_nothing_more_to_note():
         transaction.set_rollback(True)
 
     assert (request.pinned, request.wrote) == (TIME_PIN, True)
+
+
+@pytest.mark.asyncio
+async def test_a_write_routed_on_an_event_loop_opens_no_connection_there():
+    with request_scope(NO_PIN):
+        assert router.db_for_write(Item) == "default"
+
+    # connections["default"] here would make one in a new thread-local,
+    # which leaks into the next worker thread's context.
+    assert getattr(connections._connections, "default", None) is None

@@ -141,6 +141,7 @@ def getter(client: Client | AsyncClient) -> Any:
 
     return async_to_sync(get)
 
+
 @pytest.mark.parametrize("url", ["/find-within-2s/", "/async-find-within-2s/"])
 def test_a_bounded_view_reads_a_replica_within_the_bound_and_past_the_users_token(
     faults, probing, wait_until, url
