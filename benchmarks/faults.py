@@ -643,6 +643,19 @@ def analyse(
         ],
         "error_examples": sorted({s.error or "" for s in failed})[:5],
         "target_states_seen": states_seen,
+        # Every database's states from the fault to the repair, with why.
+        "states_during_fault": {
+            alias: sorted(
+                {
+                    f"{x['states'][alias]}: {x['reasons'][alias]}"
+                    if x["reasons"].get(alias)
+                    else str(x["states"][alias])
+                    for x in seen
+                    if fault <= x["sent"] < repair and alias in x["states"]
+                }
+            )[:6]
+            for alias in ports
+        },
         # Seconds from the fault's start until the app's health view showed
         # the target not ok; from the repair until a read was answered by
         # it again (the primary: until a write succeeded); from the fault's

@@ -329,7 +329,9 @@ class Registry:
         A replica at or past the newest position is 0 behind, however long
         the primary has been idle.  Otherwise the seconds come from the
         primary positions this process has sampled (one a probe) when one of
-        them is at or below the replay position: exact to a probe interval.
+        them is at or below the replay position: exact to a probe interval,
+        or ``replay_age`` where that is less (but never less than the age of
+        the newest sample, which the replica has not replayed).
         A replica that has not even replayed the oldest sample (always so in
         a fresh process, such as ``manage.py multidb_status``) is behind by at
         least the age of that sample, a lower bound that can be ~0; then the
@@ -355,7 +357,12 @@ class Registry:
             if position <= replay:
                 caught_up_at = sampled_at
                 break
-        return newest - replay, round(now - caught_up_at, 3)
+        seconds = now - caught_up_at
+        if replay_age is not None and replay_age < seconds:
+            # A replica a few ms behind a busy primary is behind the newest
+            # sample too, which alone would make it a whole interval late.
+            seconds = max(now - newest_time, replay_age)
+        return newest - replay, round(seconds, 3)
 
     # --- acting on the result ----------------------------------------------
 

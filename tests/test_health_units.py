@@ -262,13 +262,24 @@ def test_a_replay_age_under_the_historys_lower_bound_gives_way_to_it(history):
 
 
 @pytest.mark.parametrize(("replay", "lag"), [(3000, (0, 0.0)), (2500, (500, 25.0))])
-def test_the_replay_age_counts_only_for_a_replica_behind_all_the_history(
+def test_an_old_replay_age_does_not_raise_the_lag_of_a_replica_within_the_history(
     history, replay, lag
 ):
     """An idle primary makes the age of the last replayed commit grow: a replica
     at the newest position is 0 behind, and a sampled position it has
     replayed gives the figure to a probe interval."""
     assert history._lag(replay, now=45.0, replay_age=500.0) == lag
+
+
+@pytest.mark.parametrize(("replay_age", "seconds"), [(17.0, 17.0), (3.0, 15.0)])
+def test_a_recent_replay_age_bounds_the_lag_of_a_replica_within_the_history(
+    history, replay_age, seconds
+):
+    """Behind the newest sample (taken at 30) but past the one before (at 20):
+    the sampled figure is 25 s, a whole interval, even when the replica is
+    a moment behind a busy primary.  The age of its last replayed commit is
+    a tighter upper bound, and the newest sample's age a lower one."""
+    assert history._lag(2500, now=45.0, replay_age=replay_age) == (500, seconds)
 
 
 def test_lag_is_unknown_without_a_replay_position_or_a_primary_position(history):

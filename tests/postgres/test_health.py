@@ -233,6 +233,41 @@ def test_a_replica_paused_longer_than_max_lag_leaves_the_rotation_until_it_repla
     assert replica_signals[1].reason == "was lagging"
 
 
+@override_settings(MULTIDB_REPLICA_MAX_LAG=0.5)
+def test_a_replica_a_moment_behind_a_busy_primary_stays_in_rotation_between_probes(
+    faults,
+):
+    """The primary writes on between two probes a second apart, and the
+    replica applies each commit 0.2 s late: at the second probe it has not
+    replayed the newest sampled position.  It is 0.2 s behind, under the
+    0.5 s limit, not the second between the probes."""
+    faults.delay("replica1", 0.2)
+    stop = threading.Event()
+
+    def write() -> None:
+        try:
+            while not stop.is_set():
+                Item.objects.create(name="keeps the primary busy")
+                time.sleep(0.01)
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        probe()
+        time.sleep(1.0)
+        status = probe()["replica1"]
+    finally:
+        stop.set()
+        writer.join()
+
+    assert status.lag_bytes > 0
+    assert 0.2 <= status.lag_seconds < 0.5
+    assert status.state == "ok"
+    assert "replica1" in rotation.rotation().usable
+
+
 @override_settings(MULTIDB_REPLICA_MAX_LAG=None, MULTIDB_REPLICA_MAX_LAG_BYTES=4096)
 def test_a_replica_more_bytes_behind_than_max_lag_bytes_leaves_the_rotation(
     pg_cluster, faults, replica_signals, wait_until
