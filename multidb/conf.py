@@ -61,6 +61,8 @@ DEFAULTS: dict[str, Any] = {
     "MULTIDB_MIN_SERVING_REPLICAS": 0,
     "MULTIDB_CATCH_UP_WAIT": 0,
     "MULTIDB_MONOTONIC_READS": False,
+    "MULTIDB_REPLICA_GROUPS": None,
+    "MULTIDB_PRIMARY_FOR": None,
 }
 
 
@@ -219,6 +221,21 @@ class Settings:
     def MONOTONIC_READS(self) -> bool:
         """A user agent's reads never go back in time between requests."""
         return cast("bool", _setting("MULTIDB_MONOTONIC_READS"))
+
+
+    @property
+    def REPLICA_GROUPS(self) -> Mapping[str, Any] | None:
+        """``{primary alias: replicas}``: each primary's replicas, as a list
+        or ``{alias: weight}``; ``REPLICA_DATABASES`` is the ``default``
+        group's shorthand."""
+        return cast("Mapping[str, Any] | None", _setting("MULTIDB_REPLICA_GROUPS"))
+
+    @property
+    def PRIMARY_FOR(self) -> Mapping[str, str] | str | None:
+        """Which primary a model lives on: ``{app_label or
+        "app_label.ModelName": alias}``, or the dotted path of a callable
+        ``(model, **hints) -> alias | None``."""
+        return cast("Mapping[str, str] | str | None", _setting("MULTIDB_PRIMARY_FOR"))
 
 
 conf = Settings()
