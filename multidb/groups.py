@@ -33,10 +33,12 @@ class _Layout:
 
     def __init__(self) -> None:
         raw = conf.REPLICA_GROUPS or {}
+        # Not raw.get(..., conf.REPLICA_DATABASES): reading that setting
+        # warns when only the deprecated SLAVE_DATABASES is set.
         #: ``{primary: {replica: weight}}``, ``default`` first.
         self.weights: dict[str, dict[str, int]] = {
             DEFAULT_DB_ALIAS: replica_weights(
-                raw[DEFAULT_DB_ALIAS]
+                raw[DEFAULT_DB_ALIAS]  # noqa: SIM401
                 if DEFAULT_DB_ALIAS in raw
                 else conf.REPLICA_DATABASES
             )
@@ -60,8 +62,10 @@ class _Layout:
         elif isinstance(target, Mapping):
             self.mapping = {str(k).lower(): v for k, v in target.items()}
         #: Whether any model may live elsewhere than on ``default``.
-        self.active = bool(self.others) or self.chooser is not None or any(
-            v != DEFAULT_DB_ALIAS for v in self.mapping.values()
+        self.active = (
+            bool(self.others)
+            or self.chooser is not None
+            or any(v != DEFAULT_DB_ALIAS for v in self.mapping.values())
         )
 
 
