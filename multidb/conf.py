@@ -222,7 +222,6 @@ class Settings:
         """A user agent's reads never go back in time between requests."""
         return cast("bool", _setting("MULTIDB_MONOTONIC_READS"))
 
-
     @property
     def REPLICA_GROUPS(self) -> Mapping[str, Any] | None:
         """``{primary alias: replicas}``: each primary's replicas, as a list

@@ -29,7 +29,7 @@ GROUP_SETTINGS = REPLICA_SETTINGS | {"MULTIDB_REPLICA_GROUPS", "MULTIDB_PRIMARY_
 class _Layout:
     """The groups as configured, worked out once per settings change."""
 
-    __slots__ = ("weights", "primary_of", "others", "active", "mapping", "chooser")
+    __slots__ = ("weights", "primary_of", "others", "mapping", "chooser")
 
     def __init__(self) -> None:
         raw = conf.REPLICA_GROUPS or {}
@@ -61,12 +61,6 @@ class _Layout:
             self.chooser = import_string(target)
         elif isinstance(target, Mapping):
             self.mapping = {str(k).lower(): v for k, v in target.items()}
-        #: Whether any model may live elsewhere than on ``default``.
-        self.active = (
-            bool(self.others)
-            or self.chooser is not None
-            or any(v != DEFAULT_DB_ALIAS for v in self.mapping.values())
-        )
 
 
 _layout: _Layout | None = None
@@ -76,12 +70,33 @@ def layout() -> _Layout:
     global _layout
     if _layout is None:
         _layout = _Layout()
+        for hook in on_change:
+            hook()
     return _layout
 
 
+_active: bool | None = None
+
+
 def active() -> bool:
-    """Whether the site routes over more than the ``default`` primary."""
-    return layout().active
+    """Whether any model may live elsewhere than on ``default``.
+
+    Worked out from the two settings alone (``REPLICA_DATABASES`` is not
+    read: it may be the deprecated ``SLAVE_DATABASES``, which warns).
+    """
+    global _active
+    if _active is None:
+        raw = conf.REPLICA_GROUPS or {}
+        target = conf.PRIMARY_FOR
+        _active = (
+            any(primary != DEFAULT_DB_ALIAS for primary in raw)
+            or isinstance(target, str)
+            or (
+                isinstance(target, Mapping)
+                and any(alias != DEFAULT_DB_ALIAS for alias in target.values())
+            )
+        )
+    return _active
 
 
 def groups() -> dict[str, dict[str, int]]:
@@ -89,9 +104,19 @@ def groups() -> dict[str, dict[str, int]]:
     return layout().weights
 
 
+#: What ``replicas_of`` answers for an alias that is no primary.
+NO_GROUP: dict[str, int] = {}
+
+
 def replicas_of(primary: str) -> dict[str, int]:
-    """``primary``'s replicas with their weights (none for an unknown alias)."""
-    return layout().weights.get(primary, {})
+    """``primary``'s replicas with their weights (``NO_GROUP`` for an alias
+    that is not a primary)."""
+    return layout().weights.get(primary, NO_GROUP)
+
+
+def is_primary(alias: str) -> bool:
+    """Whether ``alias`` is ``default`` or another group's primary."""
+    return alias in layout().weights
 
 
 def primary_of(alias: str) -> str | None:
@@ -138,13 +163,18 @@ def _mapped(mapping: dict[str, str], app_label: str, model_name: str | None) -> 
     return mapping.get(app_label.lower(), DEFAULT_DB_ALIAS)
 
 
+def forget() -> None:
+    """Read the groups' settings afresh on next use."""
+    global _layout, _active
+    _layout = _active = None
+    _by_model.clear()
+    for hook in on_change:
+        hook()
+
+
 def _reset(*, setting: str, **kwargs: Any) -> None:
-    global _layout
     if setting in GROUP_SETTINGS:
-        _layout = None
-        _by_model.clear()
-        for hook in on_change:
-            hook()
+        forget()
 
 
 #: Called when the groups' settings change (the routers swap their methods).

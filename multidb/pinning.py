@@ -25,7 +25,7 @@ from typing import Any, Final, TypeAlias, TypeVar, cast
 from asgiref.sync import iscoroutinefunction
 from django.db.backends.signals import connection_created
 
-from . import rotation, statements
+from . import groups, rotation, statements
 from .conf import DEFAULT_DB_ALIAS
 
 __all__ = [
@@ -61,6 +61,17 @@ TIME_PIN: Final = TimePin()
 Pin: TypeAlias = "TimePin | int | None"
 
 
+def stricter(a: Pin, b: Pin) -> Pin:
+    """The pin that keeps reads at least as fresh as both ``a`` and ``b``."""
+    if isinstance(a, TimePin) or isinstance(b, TimePin):
+        return TIME_PIN
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
 class RequestState(rotation.Sticky):
     """What one request has done so far; shared by all the code it runs.
 
@@ -79,7 +90,18 @@ class RequestState(rotation.Sticky):
         "view_block",
         "reached_primary",
         "moved",
+        "group_pins",
+        "atomic_groups",
+        "_groups",
     )
+
+    #: What the request came with for the other primaries' groups: a time
+    #: pin for all, or ``{primary: pin}``.  Set only where groups are
+    #: configured (``getattr``), as ``atomic_groups`` (the other primaries
+    #: whose ``ATOMIC_REQUESTS`` wraps the view) and ``_groups``.
+    group_pins: TimePin | dict[str, Pin]
+    atomic_groups: frozenset[str]
+    _groups: dict[str, GroupState]
 
     #: The request read a replica, then moved to another (its first left the
     #: rotation).  Set by the router; unset until then (``getattr``), so that
@@ -114,6 +136,57 @@ class RequestState(rotation.Sticky):
         #: A statement ran on the primary before the request wrote (after,
         #: ``wrote`` says more).
         self.reached_primary = False
+
+    def group(self, primary: str) -> GroupState:
+        """This request's state for another primary's group, made on first use."""
+        try:
+            return self._groups[primary]
+        except AttributeError:
+            self._groups = {}
+        except KeyError:
+            pass
+        pins = getattr(self, "group_pins", None)
+        pin: Pin = pins if isinstance(pins, TimePin) else (pins or {}).get(primary)
+        outer = self.outer
+        if outer is not None:
+            # Never less fresh than the request this one is nested in.
+            around = outer.group(primary)
+            pin = stricter(stricter(pin, around.pinned), around.settled)
+        state = self._groups[primary] = GroupState(primary, pin, self)
+        return state
+
+    def groups_written(self) -> dict[str, GroupState]:
+        """The other primaries' groups this request wrote to."""
+        return {
+            primary: state
+            for primary, state in getattr(self, "_groups", {}).items()
+            if state.wrote
+        }
+
+
+class GroupState(rotation.GroupSticky):
+    """A request's pins and replica for one primary other than ``default``."""
+
+    __slots__ = ("pinned", "wrote", "checked", "settled", "view_block", "owner")
+
+    def __init__(
+        self, primary: str, pinned: Pin = NO_PIN, owner: RequestState | None = None
+    ) -> None:
+        super().__init__(primary)
+        self.pinned = pinned
+        self.wrote = False
+        self.checked = False
+        self.settled: int | None = None
+        #: The block Django opened around the view on this primary
+        #: (``ATOMIC_REQUESTS``), once seen.
+        self.view_block: Any = None
+        self.owner = owner
+
+    @property
+    def atomic_view(self) -> bool:
+        """Whether Django runs the request's view in ``atomic()`` on this
+        primary (``ATOMIC_REQUESTS``; the middleware notes it)."""
+        return self.primary in getattr(self.owner, "atomic_groups", ())
 
 
 class _Fixed:
@@ -163,6 +236,47 @@ class Scope:
     #: The staleness bound of a ``use_replica(max_lag=...)`` block; a class
     #: attribute, so that a scope without one costs nothing more to build.
     bound: Bound | None = None
+    #: Blocks for one group: ``{primary: PRIMARY or a replica holder}`` for
+    #: the other primaries' groups (``GroupScope``), and whether the block
+    #: is for ``default``'s group alone (``use_primary_db("default")``).
+    group_overrides: dict[str, Any] | None = None
+    default_only = False
+
+
+#: In ``group_overrides``: that group's reads go to its primary.
+PRIMARY: Final = "primary"
+
+
+class GroupScope(Scope):
+    """A block for other primaries' groups only: ``default``'s reads route as
+    in the scope it is in."""
+
+    __slots__ = ("group_overrides", "default_only")
+
+    def __init__(self, parent: Scope, overrides: dict[str, Any]) -> None:
+        super().__init__(
+            parent.primary, parent.replica, parent.request, parent, parent.unpinned
+        )
+        self.free = parent.free
+        self.group_overrides = overrides
+        self.default_only = parent.default_only
+
+    def pinned(self) -> Scope:
+        return Scope(True, None, self.request, self.parent)
+
+    def unpinned_copy(self) -> Scope:
+        copy = GroupScope(self, self.group_overrides)  # type: ignore[arg-type]
+        copy.unpinned = True
+        copy.parent = self.parent
+        copy.free = not copy.primary and copy.replica is None
+        return copy
+
+
+class _DefaultOnly(Scope):
+    """A block for ``default``'s group alone; other groups route as outside it."""
+
+    __slots__ = ()
+    default_only = True
 
 
 class Bound:
@@ -266,6 +380,36 @@ def note_write(request: RequestState | None) -> None:
         request = request.outer
 
 
+def note_group_write(request: RequestState | None, primary: str) -> None:
+    """``request`` wrote on ``primary`` (not ``default``): pin that group."""
+    while request is not None:
+        state = request.group(primary)
+        state.wrote = True
+        state.pinned = TIME_PIN
+        request = request.outer
+
+
+def _note_group_use(
+    execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
+) -> Any:
+    """``_note_primary_use`` for the other primaries."""
+    request = _get_scope().request
+    if request is not None:
+        connection = context["connection"]
+        state = request.group(connection.alias)
+        if not (state.wrote and state.pinned is TIME_PIN):
+            done = statements.kind(sql)
+            note = partial(note_group_write, request, connection.alias)
+            if done == statements.WRITE:
+                note()
+            elif done == statements.LOCK:
+                if connection.in_atomic_block:
+                    connection.on_commit(note)
+                else:
+                    note()
+    return execute(sql, params, many, context)
+
+
 def _note_primary_use(
     execute: Callable[..., Any], sql: Any, params: Any, many: bool, context: Any
 ) -> Any:
@@ -290,18 +434,28 @@ def _note_primary_use(
     return execute(sql, params, many, context)
 
 
-def watch_primary(connection: Any) -> None:
+def watch_primary(
+    connection: Any, watcher: Callable[..., Any] = _note_primary_use
+) -> None:
     """Show every statement on ``connection`` to ``_note_primary_use``."""
-    if _note_primary_use not in connection.execute_wrappers:
+    if watcher not in connection.execute_wrappers:
         # First, not last: ``connection.execute_wrapper()`` pops the last
         # wrapper when its block ends, and this connection may have been
         # opened inside one.
-        connection.execute_wrappers.insert(0, _note_primary_use)
+        connection.execute_wrappers.insert(0, watcher)
+
+
+def watch_group_primary(connection: Any) -> None:
+    """``watch_primary`` for another primary than ``default``."""
+    watch_primary(connection, _note_group_use)
 
 
 def _watch_primary(sender: Any, connection: Any, **kwargs: Any) -> None:
-    if connection.alias == DEFAULT_DB_ALIAS:
+    alias = connection.alias
+    if alias == DEFAULT_DB_ALIAS:
         watch_primary(connection)
+    elif groups.primary_of(alias) == alias:
+        watch_group_primary(connection)
 
 
 # At import, as the routers and the middleware load before any request.
@@ -311,9 +465,18 @@ connection_created.connect(_watch_primary, dispatch_uid="multidb.pinning")
 # --- request scope, used by the middleware ---------------------------------
 
 
-def begin_request(pinned: Pin, incoming: str | None = None) -> Token[Scope]:
-    """Start a fresh scope for one request; pass the token to ``end_request``."""
+def begin_request(
+    pinned: Pin,
+    incoming: str | None = None,
+    group_pins: TimePin | dict[str, Pin] | None = None,
+) -> Token[Scope]:
+    """Start a fresh scope for one request; pass the token to ``end_request``.
+
+    ``group_pins`` are the other primaries' pins (see ``RequestState.group``).
+    """
     state = RequestState(pinned, incoming)
+    if group_pins is not None:
+        state.group_pins = group_pins
     return _scope.set(Scope(request=state, parent=_scope.get()))
 
 
@@ -400,15 +563,33 @@ class Override:
 
 
 class UsePrimaryDB(Override):
-    """Send reads to the primary: ``with use_primary_db:`` or ``@use_primary_db``."""
+    """Send reads to the primary: ``with use_primary_db:`` or ``@use_primary_db``.
 
-    def __call__(self, func: F | None = None) -> Any:
+    With replica groups, every group's reads go to its primary;
+    ``use_primary_db("billing")`` sends only the ``billing`` group's.
+    """
+
+    def __init__(self, primary: str | None = None) -> None:
+        self.only = primary
+
+    def __call__(self, func: Any = None) -> Any:
         if func is None:
             return self
+        if isinstance(func, str):
+            if not groups.is_primary(func):
+                raise ValueError(
+                    f"use_primary_db({func!r}): {func!r} is not a primary. "
+                    "Name one of MULTIDB_REPLICA_GROUPS, or 'default'."
+                )
+            return type(self)(func)
         return self._decorate(func)
 
     def _child(self, scope: Scope) -> Scope:
-        return Scope(True, None, scope.request, scope)
+        if self.only is None:
+            return Scope(True, None, scope.request, scope)
+        if self.only == DEFAULT_DB_ALIAS:
+            return _DefaultOnly(True, None, scope.request, scope)
+        return GroupScope(scope, {self.only: PRIMARY})
 
 
 class DeprecatedUseMaster(UsePrimaryDB):
@@ -459,12 +640,15 @@ class UseReplica(Override):
     def _child(self, scope: Scope) -> Scope:
         holder: rotation.Sticky | _Fixed
         if self.alias is not None:
-            if self.alias not in rotation.configured():
+            primary = groups.primary_of(self.alias)
+            if primary is None or primary == self.alias:
                 raise ValueError(
                     f"use_replica({self.alias!r}): {self.alias!r} is not in "
-                    "REPLICA_DATABASES. Add it there, or call use_replica() "
-                    "to let the router choose."
+                    "REPLICA_DATABASES (nor in MULTIDB_REPLICA_GROUPS). Add it "
+                    "there, or call use_replica() to let the router choose."
                 )
+            if primary != DEFAULT_DB_ALIAS:
+                return GroupScope(scope, {primary: _Fixed(self.alias)})
             holder = _Fixed(self.alias)
         elif scope.request is not None:
             holder = scope.request
@@ -473,6 +657,8 @@ class UseReplica(Override):
         if self.bound is not None:
             bound = self.bound.stricter(scope.bound)
             return BoundedScope(bound, holder, scope.request, scope, scope.unpinned)
+        if self.alias is not None and groups.active():
+            return _DefaultOnly(False, holder, scope.request, scope)
         return Scope(False, holder, scope.request, scope)
 
 

@@ -15,12 +15,14 @@ import random
 import threading
 import warnings
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from .conf import DEFAULT_DB_ALIAS, REPLICA_SETTINGS, conf, replica_weights
+from . import groups
+from .conf import DEFAULT_DB_ALIAS
 
 #: Above this many slots, a rotation is too long to precompute.
 MAX_ROTATION_LENGTH = 10_000
@@ -61,10 +63,17 @@ class Rotation:
     tells holders of this snapshot to look again.
     """
 
-    __slots__ = ("weights", "usable", "next", "current")
+    __slots__ = ("weights", "usable", "next", "current", "primary")
 
-    def __init__(self, weights: dict[str, int], excluded: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        weights: dict[str, int],
+        excluded: Iterable[str] = (),
+        primary: str = DEFAULT_DB_ALIAS,
+    ) -> None:
         self.weights = weights
+        #: The primary of this group of replicas.
+        self.primary = primary
         excluded = frozenset(excluded)
         sequence = smooth_sequence(
             {alias: w for alias, w in weights.items() if alias not in excluded}
@@ -80,18 +89,23 @@ class Rotation:
             self.next: Callable[[], str] = itertools.cycle(sequence).__next__
         elif any(weights.values()):
             # Replicas are configured, but none is usable now.
-            self.next = _none_usable
+            self.next = partial(_none_usable, primary)
         else:
-            self.next = itertools.repeat(DEFAULT_DB_ALIAS).__next__
+            self.next = itertools.repeat(primary).__next__
 
 
-#: Where a read goes when replicas are configured but none is usable:
-#: ``multidb.routers`` installs its policy (``MULTIDB_NO_REPLICA``) here.
-when_none_usable: Callable[[], str] = itertools.repeat(DEFAULT_DB_ALIAS).__next__
+def _primary_itself(primary: str) -> str:
+    return primary
 
 
-def _none_usable() -> str:
-    return when_none_usable()
+#: Where a read of a group goes when it has replicas but none is usable,
+#: given the group's primary: ``multidb.routers`` installs its policy
+#: (``MULTIDB_NO_REPLICA``) here.
+when_none_usable: Callable[[str], str] = _primary_itself
+
+
+def _none_usable(primary: str) -> str:
+    return when_none_usable(primary)
 
 
 _lock = threading.Lock()
@@ -103,8 +117,9 @@ _excluded: frozenset[str] = frozenset()
 
 
 def configured() -> dict[str, int]:
-    """``REPLICA_DATABASES`` as ``{alias: weight}``; empty when unset."""
-    return replica_weights(conf.REPLICA_DATABASES)
+    """The ``default`` group's replicas as ``{alias: weight}`` (from
+    ``REPLICA_DATABASES``); empty when unset."""
+    return groups.replicas_of(DEFAULT_DB_ALIAS)
 
 
 def rotation() -> Rotation:
@@ -153,6 +168,32 @@ def _invalidate() -> None:
         _rotation.current = False
     _rotation = None
     next_replica = _first_replica
+    for built in _group_rotations.values():
+        built.current = False
+    _group_rotations.clear()
+
+
+# --- the other groups' rotations (``MULTIDB_REPLICA_GROUPS``) ----------------
+
+#: ``{primary: rotation}`` for every primary but ``default``, built on use.
+_group_rotations: dict[str, Rotation] = {}
+
+
+def group_rotation(primary: str) -> Rotation:
+    """The current rotation of ``primary``'s replicas, built on first use."""
+    try:
+        return _group_rotations[primary]
+    except KeyError:
+        pass
+    if primary == DEFAULT_DB_ALIAS:
+        return rotation()
+    with _lock:
+        built = _group_rotations[primary] = Rotation(
+            groups.replicas_of(primary), _excluded, primary
+        )
+    for hook in on_rebuild:
+        hook()
+    return built
 
 
 def exclude(aliases: Iterable[str]) -> None:
@@ -202,12 +243,32 @@ class Sticky:
         return self.alias
 
 
+class GroupSticky(Sticky):
+    """A ``Sticky`` over the replicas of another primary than ``default``."""
+
+    __slots__ = ("primary",)
+
+    def __init__(self, primary: str) -> None:
+        super().__init__()
+        self.primary = primary
+        self.alias = primary
+
+    def pick(self) -> str:
+        current = self.rotation
+        if not current.current:
+            current = group_rotation(self.primary)
+        if self.alias not in current.usable:
+            self.alias = current.next()
+        self.rotation = current
+        return self.alias
+
+
 _STALE = Rotation({})
 _STALE.current = False
 
 
 @receiver(setting_changed)
 def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
-    if setting in REPLICA_SETTINGS:
+    if setting in groups.GROUP_SETTINGS:
         with _lock:
             _invalidate()

@@ -30,9 +30,18 @@ from typing import Any, cast
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.db.models import Model
 
-from . import catchup, health, mirrors, pinning, rotation
+from . import catchup, groups, health, mirrors, pinning, rotation
 from .conf import DEFAULT_DB_ALIAS, conf
-from .pinning import NO_PIN, TIME_PIN, Bound, BoundedScope, RequestState
+from .pinning import (
+    NO_PIN,
+    PRIMARY,
+    TIME_PIN,
+    Bound,
+    BoundedScope,
+    GroupState,
+    RequestState,
+    Scope,
+)
 from .pinning import current_scope as _get_scope
 from .positions import adapter
 
@@ -65,7 +74,7 @@ class _Unknown:
 _UNKNOWN = _Unknown()
 
 
-def primary_connection() -> Any:
+def primary_connection(alias: str = DEFAULT_DB_ALIAS) -> Any:
     """This context's connection to the primary, or None if it has none yet."""
     global _primary_storage
     local = connections._connections  # type: ignore[attr-defined]
@@ -78,11 +87,11 @@ def primary_connection() -> Any:
         # (a new loop thread per async view) both leak into the worker
         # thread's context at every request.  One that does not exist yet is
         # in no transaction.
-        return getattr(local, DEFAULT_DB_ALIAS, None)
-    return connections[DEFAULT_DB_ALIAS]
+        return getattr(local, alias, None)
+    return connections[alias]
 
 
-def in_app_atomic(connection: Any, request: RequestState | None) -> bool:
+def in_app_atomic(connection: Any, request: RequestState | GroupState | None) -> bool:
     """Whether ``connection`` is inside an ``atomic()`` the application opened.
 
     The blocks Django opens itself do not count: those of a ``TestCase``
@@ -233,15 +242,16 @@ class NoReplicaAvailable(Exception):
     """
 
 
-def _when_none_usable() -> str:
-    """Where a read goes when replicas are configured and none is usable."""
+def _when_none_usable(primary: str = DEFAULT_DB_ALIAS) -> str:
+    """Where a read of ``primary``'s group goes when it has replicas and
+    none is usable."""
     if conf.NO_REPLICA == "error":
         raise NoReplicaAvailable(
             "No replica is usable (down, promoted or past the lag limits) and "
             "MULTIDB_NO_REPLICA is 'error'. Catch multidb.NoReplicaAvailable "
             "and answer 503, or set MULTIDB_NO_REPLICA to 'primary'."
         )
-    return DEFAULT_DB_ALIAS
+    return primary
 
 
 rotation.when_none_usable = _when_none_usable
@@ -329,7 +339,7 @@ def _lag_key(lag: tuple[float | None, int | None]) -> tuple[float, float]:
     )
 
 
-def _none_within(bound: Bound) -> str:
+def _none_within(bound: Bound, primary: str = DEFAULT_DB_ALIAS) -> str:
     if conf.NO_REPLICA == "error":
         raise NoReplicaAvailable(
             f"No replica is within the staleness bound ({_describe(bound)}) and "
@@ -337,7 +347,7 @@ def _none_within(bound: Bound) -> str:
             "and answer 503, loosen the bound, or set MULTIDB_NO_REPLICA to "
             "'primary'."
         )
-    return DEFAULT_DB_ALIAS
+    return primary
 
 
 def _describe(bound: Bound) -> str:
@@ -481,6 +491,241 @@ def _settle(
     return alias
 
 
+# --- the other primaries' groups (MULTIDB_REPLICA_GROUPS) ------------------------
+#
+# A site with one primary never comes here: the routers' methods are the
+# single-group functions above until ``MULTIDB_REPLICA_GROUPS`` or
+# ``MULTIDB_PRIMARY_FOR`` names another primary (``_install``).  Then each
+# query's model picks its primary first; ``default``'s reads route exactly
+# as above, and another primary's by the same rules, over its own replicas
+# and with the request's pins for that group (``RequestState.group``).
+
+#: How a block decides another group's reads (``_group_rule``).
+_ANY_REPLICA, _FREE, _PINS = "any replica", "free", "pins"
+
+
+def _group_rule(scope: Scope, primary: str) -> Any:
+    """What the innermost block that says anything about ``primary``'s group
+    says: ``PRIMARY``, a replica holder, ``_ANY_REPLICA``, a bounded scope,
+    ``_FREE`` (no pins) or ``_PINS`` (the request's pins)."""
+    at: Scope | None = scope
+    while at is not None:
+        overrides = at.group_overrides
+        if overrides is not None and primary in overrides:
+            return overrides[primary]
+        if not at.default_only:
+            if at.primary:
+                return PRIMARY
+            if at.replica is not None:
+                return _ANY_REPLICA
+            if at.bound is not None:
+                return at
+            if at.unpinned:
+                return _FREE
+        request = at.request
+        parent = at.parent
+        if request is not None and (parent is None or parent.request is not request):
+            return _PINS
+        at = parent
+    return _FREE
+
+
+def route_group_read(primary: str, pins: bool = True) -> str:
+    """Where a read of a model that lives on ``primary`` (not ``default``) goes."""
+    scope = _get_scope()
+    request = scope.request
+    rule = _group_rule(scope, primary)
+    if rule is PRIMARY:
+        if pins:
+            return primary
+        rule = _FREE
+    elif isinstance(rule, BoundedScope):
+        return _group_within_bound(rule, primary, pins)
+    elif rule is _ANY_REPLICA:
+        return (request.group(primary) if request else _sticky(primary)).pick()
+    elif rule is not _FREE and rule is not _PINS:
+        return cast(str, rule.pick())  # a replica use_replica(alias) forces
+    state = request.group(primary) if request is not None else None
+    if _in_group_atomic(primary, state):
+        return primary
+    if state is None:
+        return rotation.group_rotation(primary).next()
+    if rule is _PINS and pins and not scope.unpinned:
+        pinned = state.pinned
+        if pinned is TIME_PIN:
+            return primary
+        if pinned is not NO_PIN:
+            return _group_read_after(state, cast(int, pinned))
+    return state.pick()
+
+
+def _sticky(primary: str) -> rotation.GroupSticky:
+    return rotation.GroupSticky(primary)
+
+
+def _in_group_atomic(primary: str, state: GroupState | None) -> bool:
+    connection = primary_connection(primary)
+    return (
+        connection is not None
+        and connection.in_atomic_block
+        and in_app_atomic(connection, state)
+    )
+
+
+def _group_read_after(state: GroupState, position: int) -> str:
+    """``read_alias_after`` for another primary's group (no catch-up wait)."""
+    primary = state.primary
+    known = _known_positions()
+    own = state.pick()
+    current = state.rotation
+    for alias in (own, *sorted(current.usable)):
+        if alias in current.usable and known.get(alias, -1) >= position:
+            return _settle_group(state, alias, current, position)
+    if state.checked or _on_event_loop() or own == primary:
+        return primary
+    state.checked = True
+    replayed = replay_position(own)
+    if replayed is not None and replayed >= position:
+        return _settle_group(state, own, current, position)
+    return primary
+
+
+def _settle_group(
+    state: GroupState, alias: str, current: rotation.Rotation, position: int
+) -> str:
+    if state.pinned != position:
+        # Another thread of the request wrote meanwhile.
+        return state.primary
+    state.settled = position
+    state.pinned = NO_PIN
+    state.alias = alias
+    state.rotation = current
+    return alias
+
+
+def _group_within_bound(scope: BoundedScope, primary: str, pins: bool) -> str:
+    """``read_within_bound`` for another primary's group."""
+    request = scope.request
+    state = request.group(primary) if request is not None else None
+    position: int | None = None
+    if pins and state is not None and not scope.unpinned:
+        pinned = state.pinned
+        if pinned is TIME_PIN:
+            return primary
+        position = pinned if type(pinned) is int else state.settled
+    if _in_group_atomic(primary, state):
+        return primary
+    if conf.HEALTH_CHECK_INTERVAL is None:
+        _log_unmeasured()
+        return primary
+    if not health.registry.measured():
+        return primary
+    lags = health.registry.lags()
+    current = rotation.group_rotation(primary)
+    within = sorted(
+        a for a in current.usable if a in lags and scope.bound.allows(*lags[a])
+    )
+    if not within:
+        return _none_within(scope.bound, primary)
+    if position is not None:
+        known = _known_positions()
+        within = [a for a in within if known.get(a, -1) >= position]
+        if not within:
+            return primary
+    preferred = state.pick() if state is not None else within[0]
+    if preferred in within:
+        return preferred
+    return min(within, key=lambda a: (_lag_key(lags[a]), a))
+
+
+def route_read_grouped(router: object, model: object, **hints: object) -> str:
+    """``PinningReplicaRouter.db_for_read`` with replica groups."""
+    primary = groups.primary_for(model, **hints)
+    if primary == DEFAULT_DB_ALIAS:
+        return route_read(router, model, **hints)
+    return route_group_read(primary)
+
+
+def route_read_ignoring_pins_grouped(
+    router: object, model: object, **hints: object
+) -> str:
+    """``ReplicaRouter.db_for_read`` with replica groups."""
+    primary = groups.primary_for(model, **hints)
+    if primary == DEFAULT_DB_ALIAS:
+        return route_read_ignoring_pins(router, model, **hints)
+    return route_group_read(primary, pins=False)
+
+
+def route_write_grouped(router: object, model: object, **hints: object) -> str:
+    """``db_for_write`` with replica groups: the model's primary."""
+    primary = groups.primary_for(model, **hints)
+    if primary == DEFAULT_DB_ALIAS:
+        return route_write(router, model, **hints)
+    if _get_scope().request is not None:
+        connection = primary_connection(primary)
+        if connection is not None:
+            pinning.watch_group_primary(connection)
+    return primary
+
+
+def _primary_of_instance(obj: Model) -> str:
+    db = obj._state.db
+    found = groups.primary_of(db) if db is not None else None
+    return found or groups.primary_for(type(obj))
+
+
+def allow_relation_grouped(
+    router: object, obj1: Model, obj2: Model, **hints: Any
+) -> bool:
+    """Relations only within one primary's group."""
+    return _primary_of_instance(obj1) == _primary_of_instance(obj2)
+
+
+def allow_migrate_grouped(
+    router: object, db: str, app_label: str, model_name: str | None = None, **hints: Any
+) -> bool:
+    """Migrations only on the primary the app (or model) lives on."""
+    return db == groups.primary_for_app(app_label, model_name, **hints)
+
+
+def _install() -> None:
+    """The routers' methods for the groups as configured now."""
+    try:
+        grouped = groups.active()
+    except (TypeError, ValueError, ImportError):
+        # A bad setting: the system checks say which; routing raises it.
+        grouped = False
+    ReplicaRouter.db_for_read = (  # type: ignore[method-assign]
+        route_read_ignoring_pins_grouped if grouped else route_read_ignoring_pins
+    )
+    PinningReplicaRouter.db_for_read = (  # type: ignore[method-assign]
+        route_read_grouped if grouped else route_read
+    )
+    ReplicaRouter.db_for_write = (  # type: ignore[method-assign]
+        route_write_grouped if grouped else route_write
+    )
+    ReplicaRouter.allow_relation = (  # type: ignore[method-assign]
+        allow_relation_grouped if grouped else _allow_any_relation
+    )
+    ReplicaRouter.allow_migrate = (  # type: ignore[method-assign]
+        allow_migrate_grouped if grouped else _allow_migrate_on_default
+    )
+
+
+groups.on_change.append(_install)
+
+
+def _allow_any_relation(router: object, obj1: Model, obj2: Model, **hints: Any) -> bool:
+    """Allow all relations, so FK validation stays quiet."""
+    return True
+
+
+def _allow_migrate_on_default(
+    router: object, db: str, app_label: str, model_name: str | None = None, **hints: Any
+) -> bool:
+    return db == DEFAULT_DB_ALIAS
+
+
 # --- the routers -------------------------------------------------------------------
 
 
@@ -493,18 +738,16 @@ class ReplicaRouter:
     """
 
     # The routing functions are the methods themselves: one call less per
-    # query.
+    # query.  With replica groups, ``_install`` swaps in the grouped ones.
     db_for_read = route_read_ignoring_pins
     db_for_write = route_write
+    allow_relation = _allow_any_relation
+    allow_migrate = _allow_migrate_on_default
 
-    def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool:
-        """Allow all relations, so FK validation stays quiet."""
-        return True
-
-    def allow_migrate(
-        self, db: str, app_label: str, model_name: str | None = None, **hints: Any
-    ) -> bool:
-        return db == DEFAULT_DB_ALIAS
+    def __init__(self) -> None:
+        # Django makes its routers once settings are loaded: the first
+        # moment the groups can be read.
+        _install()
 
     def allow_syncdb(self, db: str, model: type[Model] | None) -> bool:
         """Only allow syncdb on the primary (Django < 1.7 name of allow_migrate)."""

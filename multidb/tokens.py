@@ -23,6 +23,7 @@ from django.core import signing
 from django.db import DatabaseError, connections
 from django.utils.crypto import salted_hmac
 
+from . import groups
 from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import (
     NO_PIN,
@@ -34,6 +35,7 @@ from .pinning import (
     TimePin,
     current_request,
     keep_bound,
+    stricter,
 )
 from .positions import adapter
 
@@ -42,8 +44,11 @@ logger = logging.getLogger("multidb")
 SALT: Final = "multidb.pin"
 #: The pre-token cookie value, which pins by time.
 LEGACY_VALUE: Final = "y"
-#: Longer values are not even looked at: they pin by time.
-MAX_TOKEN_LENGTH: Final = 256
+#: Longer values are not even looked at: they pin by time.  A token for ten
+#: primaries with long aliases, encrypted, stays well under it.
+MAX_TOKEN_LENGTH: Final = 1024
+#: Separates the positions of several primaries in one token.
+SEPARATOR: Final = ";"
 
 #: Browsers cap a cookie's lifetime at 400 days (and Python's dates end in
 #: the year 9999): no cookie asks for longer.
@@ -115,12 +120,49 @@ def pin_for(value: str, invalid: Pin = TIME_PIN) -> Pin:
     ``MULTIDB_PINNING_SECONDS``.  Anything else (the legacy ``y``, a bad
     signature, garbage) gives ``invalid``: a time pin, as in 0.11, unless
     the caller chose to ignore such values.
+
+    This is the pin of ``default``'s group; ``pins_for`` gives every group's.
     """
-    if value == LEGACY_VALUE:
+    decoded = _decode(value)
+    if decoded is None:
         return invalid
+    parts, signer = decoded
+    lsn = parts.get(DEFAULT_DB_ALIAS)
+    if lsn is None:
+        if groups.active() and all(map(groups.is_primary, parts)):
+            # A token for other primaries' groups only: nothing for this one.
+            return NO_PIN
+        logger.debug("pin token for %r: pinning by time", SEPARATOR.join(parts))
+        return _time_pin_unless_expired(signer, value)
+    return _part_pin(DEFAULT_DB_ALIAS, lsn, signer, value, invalid)
+
+
+def pins_for(
+    value: str, invalid: Pin = TIME_PIN
+) -> tuple[Pin, TimePin | dict[str, Pin]]:
+    """``pin_for`` for every group: ``default``'s pin, and the other
+    primaries' (``{primary: pin}``, or a time pin for all of them when the
+    value is not a valid token and ``invalid`` is one)."""
+    decoded = _decode(value)
+    if decoded is None:
+        return invalid, TIME_PIN if invalid is TIME_PIN else {}
+    parts, signer = decoded
+    others = {
+        primary: _part_pin(primary, lsn, signer, value, invalid)
+        for primary, lsn in parts.items()
+        if primary != DEFAULT_DB_ALIAS and groups.is_primary(primary)
+    }
+    return pin_for(value, invalid), others
+
+
+def _decode(value: str) -> tuple[dict[str, str], signing.TimestampSigner] | None:
+    """A valid token's positions by primary alias (``""``: a time pin), and
+    the signer that read it; None for anything else."""
+    if value == LEGACY_VALUE:
+        return None
     if len(value) > MAX_TOKEN_LENGTH:
         logger.debug("pin token ignored: %d characters long", len(value))
-        return invalid
+        return None
     signer = signing.TimestampSigner(salt=SALT)
     try:
         raw = signer.unsign(value)
@@ -129,15 +171,29 @@ def pin_for(value: str, invalid: Pin = TIME_PIN) -> Pin:
         # as JSON can carry them).  ValueError: signed with our key by a
         # signer without a timestamp.
         logger.debug("pin token ignored: bad signature")
-        return invalid
+        return None
     if raw.startswith(SEALED):
         try:
             raw = _unseal(raw)
         except ValueError:
             logger.debug("pin token ignored: it does not decrypt")
-            return invalid
-    alias, _, lsn = raw.rpartition(":")
-    if alias != DEFAULT_DB_ALIAS or not lsn or not has_positions():
+            return None
+    parts: dict[str, str] = {}
+    for part in raw.split(SEPARATOR):
+        alias, _, lsn = part.rpartition(":")
+        parts.setdefault(alias, lsn)
+    return parts, signer
+
+
+def _part_pin(
+    alias: str,
+    lsn: str,
+    signer: signing.TimestampSigner,
+    value: str,
+    invalid: Pin,
+) -> Pin:
+    """The pin one primary's part of a valid token asks."""
+    if not lsn or not has_positions(alias):
         logger.debug("pin token for %r: pinning by time", alias)
         return _time_pin_unless_expired(signer, value)
     try:
@@ -199,7 +255,7 @@ def has_positions(alias: str = DEFAULT_DB_ALIAS) -> bool:
 _position_failing = False
 
 
-def primary_position() -> int | None:
+def primary_position(alias: str = DEFAULT_DB_ALIAS) -> int | None:
     """The primary's current position, or None without position support.
 
     Errors give None too: a failed lookup must not fail the response.  The
@@ -207,7 +263,7 @@ def primary_position() -> int | None:
     debug level, and the first success after it at info.
     """
     global _position_failing
-    connection = connections[DEFAULT_DB_ALIAS]
+    connection = connections[alias]
     positions = adapter(connection.vendor)
     if not positions.has_positions:
         return None
@@ -234,15 +290,41 @@ def position_token() -> str:
     return sign_time() if position is None else sign(position)
 
 
-def stricter(a: Pin, b: Pin) -> Pin:
-    """The pin that keeps reads at least as fresh as both ``a`` and ``b``."""
-    if isinstance(a, TimePin) or isinstance(b, TimePin):
-        return TIME_PIN
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
+def groups_token(
+    carried: list[str], written: list[str], position_of: Any = None
+) -> str | None:
+    """One token for several primaries: the valid positions (and unexpired
+    time pins) ``carried`` holds, with the position now of each primary in
+    ``written`` (one query each; a time pin where that fails).
+
+    Its payload is ``default:LSN;billing:LSN``; None when it would be empty.
+    """
+    position_of = position_of or primary_position
+    parts: dict[str, Pin] = {}
+    for value in carried:
+        first, others = pins_for(value, NO_PIN)
+        for alias, pin in ((DEFAULT_DB_ALIAS, first), *others.items()):  # type: ignore[union-attr]
+            parts[alias] = stricter(parts.get(alias), pin)
+    for alias in written:
+        position = position_of(alias)
+        pin = TIME_PIN if position is None else position
+        parts[alias] = stricter(parts.get(alias), pin)
+    order = list(groups.groups())
+    payload = SEPARATOR.join(
+        f"{alias}:" if isinstance(pin, TimePin) else f"{alias}:{pin:X}"
+        for alias, pin in sorted(parts.items(), key=lambda kv: order.index(kv[0]))
+        if pin is not NO_PIN
+    )
+    if not payload:
+        return None
+    if conf.ENCRYPT_TOKENS:
+        payload = _seal(payload)
+    return signing.TimestampSigner(salt=SALT).sign(payload)
+
+
+def _group_writes(request: RequestState) -> list[str]:
+    written = [DEFAULT_DB_ALIAS] if request.wrote else []
+    return written + list(request.groups_written())
 
 
 def write_token() -> str | None:
@@ -252,8 +334,23 @@ def write_token() -> str | None:
     position now (one query).  In a request that did not write, it is the
     token the request came with, if any.  Hand it to an API client (say in
     a header) or to a background job (``read_after``).
+
+    With replica groups it holds a position for each primary the request
+    wrote to, with those of the token it came with; outside a request, for
+    ``default`` and each other primary this context has a connection to.
     """
     request = current_request()
+    if groups.active():
+        if request is None:
+            written = [DEFAULT_DB_ALIAS] + [
+                alias
+                for alias in groups.groups()
+                if alias != DEFAULT_DB_ALIAS
+                and connections[alias].connection is not None
+            ]
+            return groups_token([], written)
+        carried = [request.incoming] if request.incoming else []
+        return groups_token(carried, _group_writes(request))
     if request is not None and not request.wrote:
         return request.incoming
     position = primary_position()
@@ -283,7 +380,7 @@ class ReadAfter(Override):
                     scope.primary, scope.replica, scope.request, scope, scope.unpinned
                 ),
             )
-        pinned = pin_for(self.token)
+        pinned, group_pins = pins_for(self.token)
         outer = scope.request
         if outer is not None and not scope.unpinned:
             # Never less fresh than the enclosing request: its own write (or
@@ -293,6 +390,8 @@ class ReadAfter(Override):
             if outer.settled is not None:
                 pinned = stricter(pinned, outer.settled)
         state = RequestState(pinned, outer=scope.request)
+        if group_pins:
+            state.group_pins = group_pins
         # The token replaces a forced replica (the innermost block wins), but
         # never a forced primary: the block must not read less fresh data.
         return keep_bound(scope, Scope(scope.primary, None, state, scope))
@@ -311,4 +410,5 @@ __all__ = [
     "awrite_token",
     "sign",
     "pin_for",
+    "pins_for",
 ]

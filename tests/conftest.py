@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from multidb import health, pinning, rotation, signals
+from multidb import groups, health, pinning, rotation, signals
 from multidb.conf import _clear_cache, conf
 from tests.app import routers
 
@@ -128,6 +128,7 @@ def reset_state() -> None:
     rotation.exclude(())
     rotation._invalidate()
     _clear_cache()
+    groups.forget()
     pinning._scope.set(pinning._ROOT)
     routers.decisions.clear()
     routers._unmeasured_logged = False
