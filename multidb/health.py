@@ -28,7 +28,7 @@ from django.db import connections
 from django.db.utils import load_backend
 from django.dispatch import Signal
 
-from . import reconnect, rotation, signals
+from . import groups, reconnect, rotation, signals
 from .conf import DEFAULT_DB_ALIAS, conf, under_test_runner
 from .positions import ReplicaState, adapter, format_lsn, parse_lsn
 
@@ -68,6 +68,8 @@ class DatabaseStatus:
     last_checked: datetime | None = None
     #: Why the state is not ``ok``.
     reason: str = ""
+    #: The primary of its replica group (``MULTIDB_REPLICA_GROUPS``).
+    group: str = DEFAULT_DB_ALIAS
 
     @property
     def usable(self) -> bool:
@@ -76,6 +78,9 @@ class DatabaseStatus:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if not groups.active():
+            # A site with one primary sees what it saw before groups.
+            del data["group"]
         data["usable"] = self.usable
         if self.last_checked is not None:
             data["last_checked"] = self.last_checked.isoformat()
@@ -133,7 +138,12 @@ class Registry:
         self._round_lock = threading.Lock()
         self._connections: dict[str, _Connection] = {}
         self._in_flight: set[str] = set()
+        #: ``default``'s positions, one a probe: ``(time.monotonic(), position)``.
         self._history: deque[tuple[float, int]] = deque(maxlen=HISTORY)
+        #: Every primary's, ``default``'s included.
+        self._histories: dict[str, deque[tuple[float, int]]] = {
+            DEFAULT_DB_ALIAS: self._history
+        }
         self._statuses: dict[str, DatabaseStatus] = {}
         #: When each status was recorded (``time.monotonic()``).
         self._set_at: dict[str, float] = {}
@@ -141,7 +151,8 @@ class Registry:
         self._positions: dict[str, int] = {}
         #: Likewise: each reachable replica's measured lag (seconds, bytes).
         self._lags: dict[str, tuple[float | None, int | None]] = {}
-        self._none_usable = False
+        #: The groups (by primary) with replicas of which none is usable.
+        self._none_usable: frozenset[str] = frozenset()
         #: Lagging replicas kept in rotation by MULTIDB_MIN_SERVING_REPLICAS
         #: or MULTIDB_NO_REPLICA = "least-lagged".
         self._kept: frozenset[str] = frozenset()
@@ -153,9 +164,17 @@ class Registry:
         with self._lock:
             known = dict(self._statuses)
         return [
-            known.get(alias) or DatabaseStatus(alias, role, UNKNOWN)
-            for alias, role in _databases()
+            known.get(alias) or DatabaseStatus(alias, role, UNKNOWN, group=group)
+            for alias, role, group in _databases()
         ]
+
+    def history(self, primary: str) -> deque[tuple[float, int]]:
+        """``primary``'s sampled positions (one a probe)."""
+        try:
+            return self._histories[primary]
+        except KeyError:
+            found = self._histories[primary] = deque(maxlen=HISTORY)
+            return found
 
     # --- probing -----------------------------------------------------------
 
@@ -189,28 +208,36 @@ class Registry:
         timeout = conf.HEALTH_CHECK_TIMEOUT
         databases = _databases()
         started = time.monotonic()
-        primary = self._run([DEFAULT_DB_ALIAS], "primary", timeout)
-        primary_result = primary.get(DEFAULT_DB_ALIAS)
-        if isinstance(primary_result, int):
-            self._history.append((started, primary_result))
-        replica_aliases = [alias for alias, role in databases if role == "replica"]
-        results = self._run(replica_aliases, "replica", timeout)
+        primaries = [alias for alias, role, _ in databases if role == "primary"]
+        found = self._run(primaries, "primary", timeout)
+        for primary in primaries:
+            if isinstance(found.get(primary), int):
+                self.history(primary).append((started, found[primary]))
+        replicas = [
+            (alias, group) for alias, role, group in databases if role == "replica"
+        ]
+        results = self._run([alias for alias, _ in replicas], "replica", timeout)
         now = time.monotonic()
-        if isinstance(primary_result, BaseException) and self._history:
+        as_of = {}
+        for primary in primaries:
+            history = self.history(primary)
             # The primary is out of sight, and nothing newer than what it
             # shipped can reach a replica: none falls further behind than
             # when it was last seen.  (Else, after MAX_LAG, every replica
             # would leave and reads would go to the primary that is down.)
-            now = self._history[-1][0]
+            down = isinstance(found.get(primary), BaseException) and history
+            as_of[primary] = history[-1][0] if down else now
         checked = datetime.now(timezone.utc)
         statuses = [
             self._unless_forbidden(
-                _primary_status(primary_result, checked), primary_result
+                _primary_status(found.get(primary), checked, primary),
+                found.get(primary),
             )
+            for primary in primaries
         ]
-        for alias in replica_aliases:
+        for alias, group in replicas:
             result = results.get(alias)
-            status = self._replica_status(alias, result, now, checked)
+            status = self._replica_status(alias, result, as_of[group], checked, group)
             statuses.append(self._unless_forbidden(status, result))
         return self._publish(statuses, apply, started)
 
@@ -293,35 +320,46 @@ class Registry:
         return attempt(connection)
 
     def _replica_status(
-        self, alias: str, result: Any, now: float, checked: datetime
+        self,
+        alias: str,
+        result: Any,
+        now: float,
+        checked: datetime,
+        group: str = DEFAULT_DB_ALIAS,
     ) -> DatabaseStatus:
         if not isinstance(result, ReplicaState):
             return DatabaseStatus(
                 alias, "replica", DOWN, reachable=False, last_checked=checked,
-                reason=describe(result),
+                reason=describe(result), group=group,
             )  # fmt: skip
         if not result.is_replica:
             return DatabaseStatus(
                 alias, "replica", PROMOTED, reachable=True, is_replica=False,
                 last_checked=checked,
-                reason="it is no longer in recovery: it was promoted",
+                reason="it is no longer in recovery: it was promoted", group=group,
             )  # fmt: skip
         replay_age = result.replay_age
         if replay_age is not None:
             # As of ``now``, which stays at the primary's last sample while
             # it is out of sight: the replica falls no further behind then.
             replay_age -= time.monotonic() - now
-        lag_bytes, lag_seconds = self._lag(result.replay_position, now, replay_age)
+        lag_bytes, lag_seconds = self._lag(
+            result.replay_position, now, replay_age, group
+        )
         reason = _lag_reason(lag_bytes, lag_seconds)
         return DatabaseStatus(
             alias, "replica", LAGGING if reason else OK, reachable=True,
             is_replica=True, lag_bytes=lag_bytes, lag_seconds=lag_seconds,
             replay_position=_format(result.replay_position), last_checked=checked,
-            reason=reason,
+            reason=reason, group=group,
         )  # fmt: skip
 
     def _lag(
-        self, replay: int | None, now: float, replay_age: float | None = None
+        self,
+        replay: int | None,
+        now: float,
+        replay_age: float | None = None,
+        primary: str = DEFAULT_DB_ALIAS,
     ) -> tuple[int | None, float | None]:
         """Bytes behind the newest primary position, and seconds since the
         primary was at a position this replica has replayed.
@@ -341,19 +379,20 @@ class Registry:
         a long idle spell, it counts the idle spell until the replica replays
         that write).  Without ``replay_age``, the lower bound it is.
         """
-        if replay is None or not self._history:
+        history = self.history(primary)
+        if replay is None or not history:
             return None, None
-        newest_time, newest = self._history[-1]
+        newest_time, newest = history[-1]
         if replay >= newest:
             return 0, 0.0
-        oldest_time, oldest = self._history[0]
+        oldest_time, oldest = history[0]
         if replay < oldest:
             at_least = now - oldest_time
             seconds = at_least if replay_age is None else max(at_least, replay_age)
             return newest - replay, round(seconds, 3)
         caught_up_at = oldest_time
         # The oldest sample is at or below the replay position: this breaks.
-        for sampled_at, position in reversed(self._history):  # pragma: no branch
+        for sampled_at, position in reversed(history):  # pragma: no branch
             if position <= replay:
                 caught_up_at = sampled_at
                 break
@@ -394,7 +433,8 @@ class Registry:
                 reconnect.recheck(status.alias, pool=bool(status.reachable))
                 log = logger.info if status.state == OK else logger.error
                 log(
-                    "the primary is %s%s",
+                    "the primary%s is %s%s",
+                    "" if status.alias == DEFAULT_DB_ALIAS else f" {status.alias}",
                     status.state,
                     f": {status.reason}" if status.reason else "",
                 )
@@ -411,27 +451,22 @@ class Registry:
             for alias, status in statuses.items()
             if status.role == "replica" and not status.usable
         }
-        configured = [
-            alias for alias, weight in rotation.configured().items() if weight
-        ]
-        kept = _kept_serving(statuses, configured, unusable)
+        kept: frozenset[str] = frozenset()
+        none_usable = set()
+        for primary, weights in groups.groups().items():
+            configured = [alias for alias, weight in weights.items() if weight]
+            kept |= _kept_serving(statuses, configured, unusable)
+            if configured and set(configured) <= unusable - kept:
+                none_usable.add(primary)
         unusable -= kept
         rotation.exclude(unusable)
-        log_kept = self._note_kept(kept, statuses)
-        none_usable = bool(configured) and set(configured) <= unusable
-        if none_usable == self._none_usable:
-            return log_kept
-        self._none_usable = none_usable
-        if none_usable:
-            if conf.NO_REPLICA == "error":
-                message = (
-                    "no replica is usable; reads raise NoReplicaAvailable "
-                    "(MULTIDB_NO_REPLICA = 'error')"
-                )
-            else:
-                message = f"no replica is usable; reads go to '{DEFAULT_DB_ALIAS}'"
-            return _both(log_kept, partial(logger.warning, message))
-        return _both(log_kept, partial(logger.info, "replicas are usable again"))
+        messages = [self._note_kept(kept, statuses)]
+        before, self._none_usable = self._none_usable, frozenset(none_usable)
+        for primary in sorted(none_usable - before):
+            messages.append(partial(logger.warning, _none_usable_message(primary)))
+        for primary in sorted(before - none_usable):
+            messages.append(partial(logger.info, _usable_again_message(primary)))
+        return _both(*messages)
 
     def _note_kept(
         self, kept: frozenset[str], statuses: dict[str, DatabaseStatus]
@@ -465,7 +500,13 @@ class Registry:
 
     def report_failure(self, alias: str, reason: str) -> None:
         """Take ``alias`` out of rotation now, and probe it again at once."""
-        if alias not in rotation.configured() or conf.HEALTH_CHECK_INTERVAL is None:
+        group = groups.primary_of(alias)
+        if (
+            group is None
+            or group == alias
+            or alias == DEFAULT_DB_ALIAS
+            or conf.HEALTH_CHECK_INTERVAL is None
+        ):
             return
         with self._lock:
             previous = self._statuses.get(alias)
@@ -473,7 +514,7 @@ class Registry:
                 return
             status = DatabaseStatus(
                 alias, "replica", DOWN, reachable=False,
-                last_checked=datetime.now(timezone.utc), reason=reason,
+                last_checked=datetime.now(timezone.utc), reason=reason, group=group,
             )  # fmt: skip
             self._statuses[alias] = status
             self._set_at[alias] = time.monotonic()
@@ -517,9 +558,10 @@ class Registry:
             self._set_at.clear()
             self._positions = {}
             self._lags = {}
-            self._history.clear()
+            for history in self._histories.values():
+                history.clear()
             self._in_flight.clear()
-            self._none_usable = False
+            self._none_usable = frozenset()
             self._kept = frozenset()
             stale, self._connections = self._connections, {}
         for connection in stale.values():
@@ -616,9 +658,29 @@ def _fresh(statuses: list[DatabaseStatus], max_age: float) -> bool:
     )
 
 
-def _databases() -> list[tuple[str, str]]:
-    aliases = [alias for alias in rotation.configured() if alias != DEFAULT_DB_ALIAS]
-    return [(DEFAULT_DB_ALIAS, "primary")] + [(alias, "replica") for alias in aliases]
+def _databases() -> list[tuple[str, str, str]]:
+    """``(alias, role, group)`` of every database to probe: each group's
+    primary, then its replicas, ``default``'s group first."""
+    found = []
+    for primary, weights in groups.groups().items():
+        found.append((primary, "primary", primary))
+        found += [(alias, "replica", primary) for alias in weights if alias != primary]
+    return found
+
+
+def _none_usable_message(primary: str) -> str:
+    group = "" if primary == DEFAULT_DB_ALIAS else f" of {primary}"
+    if conf.NO_REPLICA == "error":
+        return (
+            f"no replica{group} is usable; reads raise NoReplicaAvailable "
+            "(MULTIDB_NO_REPLICA = 'error')"
+        )
+    return f"no replica{group} is usable; reads go to '{primary}'"
+
+
+def _usable_again_message(primary: str) -> str:
+    group = "" if primary == DEFAULT_DB_ALIAS else f" of {primary}"
+    return f"replicas{group} are usable again"
 
 
 def _forbidden(result: Any) -> bool:
@@ -639,15 +701,17 @@ def _format(position: int | None) -> str | None:
     return None if position is None else format_lsn(position)
 
 
-def _primary_status(result: Any, checked: datetime) -> DatabaseStatus:
+def _primary_status(
+    result: Any, checked: datetime, alias: str = DEFAULT_DB_ALIAS
+) -> DatabaseStatus:
     if isinstance(result, BaseException):
         return DatabaseStatus(
-            DEFAULT_DB_ALIAS, "primary", DOWN, reachable=False, last_checked=checked,
-            reason=describe(result),
+            alias, "primary", DOWN, reachable=False, last_checked=checked,
+            reason=describe(result), group=alias,
         )  # fmt: skip
     return DatabaseStatus(
-        DEFAULT_DB_ALIAS, "primary", OK, reachable=True, is_replica=False,
-        replay_position=_format(result), last_checked=checked,
+        alias, "primary", OK, reachable=True, is_replica=False,
+        replay_position=_format(result), last_checked=checked, group=alias,
     )  # fmt: skip
 
 

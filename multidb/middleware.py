@@ -23,16 +23,18 @@ from django.db import InterfaceError, OperationalError, connections
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
-from . import health, routers, tokens
+from . import groups, health, routers, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
 from .pinning import (
     NO_PIN,
     TIME_PIN,
     Pin,
     RequestState,
+    TimePin,
     begin_request,
     current_request,
     end_request,
+    stricter,
 )
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
@@ -95,9 +97,42 @@ def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
 _STATE = "_multidb_state"
 
 
+def _incoming_grouped(
+    request: HttpRequest,
+) -> tuple[Pin, str | None, TimePin | dict[str, Pin]]:
+    """``_incoming`` with replica groups: also the other primaries' pins."""
+    cookie, header = _pin_values(request)
+    unsafe = request.method not in READ_ONLY_METHODS
+    pin, incoming = _incoming(request)
+    if (cookie is None and header is None) or (
+        conf.PINNING_MODE == "time" or (unsafe and conf.PIN_UNSAFE_METHODS)
+    ):
+        # No token, or one that does not count: the method pins every group
+        # by time, or none.
+        return pin, incoming, TIME_PIN if pin is TIME_PIN else {}
+    invalid = tokens.invalid_pin()
+    others: TimePin | dict[str, Pin] = {}
+    for value in (cookie, header):
+        if value is None:
+            continue
+        found = tokens.pins_for(value, invalid)[1]
+        if isinstance(found, TimePin) or isinstance(others, TimePin):
+            others = TIME_PIN
+            continue
+        for primary, group_pin in found.items():
+            others[primary] = stricter(others.get(primary), group_pin)
+    if incoming is None:
+        # The token is passed on whole, whichever group it holds positions for.
+        incoming = next((v for v in (cookie, header) if v and tokens.is_valid(v)), None)
+    return pin, incoming, others
+
+
 def _begin(request: HttpRequest) -> Token[Any]:
     """Start ``request``'s routing scope, and remember its state on it."""
-    token = begin_request(*_incoming(request))
+    if groups.active():
+        token = begin_request(*_incoming_grouped(request))
+    else:
+        token = begin_request(*_incoming(request))
     setattr(request, _STATE, current_request())
     return token
 
@@ -108,14 +143,29 @@ def _state_of(request: HttpRequest) -> RequestState | None:
     return getattr(request, _STATE, None)
 
 
-def _note_atomic_view(request: HttpRequest, view_func: Callable[..., Any]) -> None:
+def _note_atomic_view(
+    request: HttpRequest, view_func: Callable[..., Any], default_atomic: bool = True
+) -> None:
     """Tell ``request``'s state whether Django's handler runs ``view_func``
     in ``atomic()`` on the primary (``ATOMIC_REQUESTS`` is on there)."""
     state = _state_of(request)
-    if state is not None and DEFAULT_DB_ALIAS not in getattr(
-        view_func, "_non_atomic_requests", ()
-    ):
+    if state is None:
+        return
+    non_atomic = getattr(view_func, "_non_atomic_requests", ())
+    if default_atomic and DEFAULT_DB_ALIAS not in non_atomic:
         state.atomic_view = True
+    if groups.active():
+        state.atomic_groups = frozenset(
+            primary
+            for primary in groups.groups()
+            if primary != DEFAULT_DB_ALIAS
+            and primary not in non_atomic
+            and _atomic_requests(primary)
+        )
+
+
+def _atomic_requests(alias: str) -> bool:
+    return bool(connections.settings[alias].get("ATOMIC_REQUESTS"))
 
 
 def _wants_cookie(
@@ -125,7 +175,13 @@ def _wants_cookie(
     return (
         (unsafe and (conf.PIN_UNSAFE_METHODS or conf.PINNING_MODE == "time"))
         or getattr(response, "_db_write", False)
-        or (state is not None and state.wrote)
+        or (
+            state is not None
+            and (
+                state.wrote
+                or (state._groups is not None and bool(state.groups_written()))
+            )
+        )
     )
 
 
@@ -138,11 +194,31 @@ def _cookie_value(
         return tokens.LEGACY_VALUE
     if state is None or state.wrote or getattr(response, "_db_write", False):
         return None
+    if groups.active():
+        # The positions of the groups it wrote to, with those it came with.
+        return None
     # Nothing was written (a 404, a CSRF failure, a form error, a
     # get_or_create that found its row): it costs no round trip.  The valid
     # token the request came with still holds; without one, pin by time, as
     # django-multidb-router did.
     return _carried_token(request) or tokens.sign_time()
+
+
+def _position_token(
+    request: HttpRequest, response: HttpResponseBase, state: RequestState | None
+) -> str:
+    """The cookie after a write: the primary's position now (one query);
+    with replica groups, that of each primary the request wrote to, with
+    the positions it came with for the others."""
+    if not groups.active():
+        return tokens.position_token()
+    carried = [v for v in _pin_values(request) if v is not None and tokens.is_valid(v)]
+    written = []
+    if state is None or state.wrote or getattr(response, "_db_write", False):
+        written.append(DEFAULT_DB_ALIAS)
+    if state is not None:
+        written += state.groups_written()
+    return tokens.groups_token(carried, written) or tokens.sign_time()
 
 
 def _carried_token(request: HttpRequest) -> str | None:
@@ -229,7 +305,8 @@ class PinningRouterMiddleware:
         self.async_mode = iscoroutinefunction(get_response)
         if self.async_mode:
             markcoroutinefunction(self)
-        if connections.settings[DEFAULT_DB_ALIAS].get("ATOMIC_REQUESTS"):
+        self.default_atomic = _atomic_requests(DEFAULT_DB_ALIAS)
+        if any(map(_atomic_requests, groups.groups())):
             # Only then does the view matter, and Django calls (under ASGI:
             # awaits) a process_view on every request once there is one.  A
             # coroutine under ASGI: Django would run a sync one in a thread.
@@ -257,7 +334,9 @@ class PinningRouterMiddleware:
                 if value is None:
                     # The position query is database work: it runs where
                     # the request's sync code ran, not on the event loop.
-                    value = await sync_to_async(tokens.position_token)()
+                    value = await sync_to_async(_position_token)(
+                        request, response, state
+                    )
                 _set_cookie(response, value)
             elif _saw_data(state):
                 seen = await sync_to_async(_seen_token)(state)  # type: ignore[arg-type]
@@ -273,12 +352,12 @@ class PinningRouterMiddleware:
         """``process_view`` with ``ATOMIC_REQUESTS`` on the primary: note
         whether Django runs the view in ``atomic()`` there, so that reads in
         that block route as outside it."""
-        _note_atomic_view(request, view_func)
+        _note_atomic_view(request, view_func, self.default_atomic)
 
     async def _aprocess_view(
         self, request: HttpRequest, view_func: Callable[..., Any], *args: Any
     ) -> None:
-        _note_atomic_view(request, view_func)
+        _note_atomic_view(request, view_func, self.default_atomic)
 
     def process_request(self, request: HttpRequest) -> None:
         """Pin the current context if the request carries the cookie or may write.
@@ -299,7 +378,7 @@ class PinningRouterMiddleware:
         state = _state_of(request)
         if _wants_cookie(request, response, state):
             value = _cookie_value(request, response, state)
-            _set_cookie(response, value or tokens.position_token())
+            _set_cookie(response, value or _position_token(request, response, state))
         elif _saw_data(state):
             seen = _seen_token(state)  # type: ignore[arg-type]
             if seen is not None:

@@ -98,10 +98,9 @@ class RequestState(rotation.Sticky):
     #: What the request came with for the other primaries' groups: a time
     #: pin for all, or ``{primary: pin}``.  Set only where groups are
     #: configured (``getattr``), as ``atomic_groups`` (the other primaries
-    #: whose ``ATOMIC_REQUESTS`` wraps the view) and ``_groups``.
+    #: whose ``ATOMIC_REQUESTS`` wraps the view).
     group_pins: TimePin | dict[str, Pin]
     atomic_groups: frozenset[str]
-    _groups: dict[str, GroupState]
 
     #: The request read a replica, then moved to another (its first left the
     #: rotation).  Set by the router; unset until then (``getattr``), so that
@@ -136,15 +135,16 @@ class RequestState(rotation.Sticky):
         #: A statement ran on the primary before the request wrote (after,
         #: ``wrote`` says more).
         self.reached_primary = False
+        #: ``{primary: GroupState}`` for the other primaries it used.
+        self._groups: dict[str, GroupState] | None = None
 
     def group(self, primary: str) -> GroupState:
         """This request's state for another primary's group, made on first use."""
-        try:
-            return self._groups[primary]
-        except AttributeError:
-            self._groups = {}
-        except KeyError:
-            pass
+        found = self._groups
+        if found is None:
+            found = self._groups = {}
+        elif primary in found:
+            return found[primary]
         pins = getattr(self, "group_pins", None)
         pin: Pin = pins if isinstance(pins, TimePin) else (pins or {}).get(primary)
         outer = self.outer
@@ -152,16 +152,15 @@ class RequestState(rotation.Sticky):
             # Never less fresh than the request this one is nested in.
             around = outer.group(primary)
             pin = stricter(stricter(pin, around.pinned), around.settled)
-        state = self._groups[primary] = GroupState(primary, pin, self)
+        state = found[primary] = GroupState(primary, pin, self)
         return state
 
-    def groups_written(self) -> dict[str, GroupState]:
-        """The other primaries' groups this request wrote to."""
-        return {
-            primary: state
-            for primary, state in getattr(self, "_groups", {}).items()
-            if state.wrote
-        }
+    def groups_written(self) -> list[str]:
+        """The other primaries this request wrote to."""
+        found = self._groups
+        if found is None:
+            return []
+        return [primary for primary, state in found.items() if state.wrote]
 
 
 class GroupState(rotation.GroupSticky):

@@ -324,7 +324,12 @@ def groups_token(
 
 def _group_writes(request: RequestState) -> list[str]:
     written = [DEFAULT_DB_ALIAS] if request.wrote else []
-    return written + list(request.groups_written())
+    return written + request.groups_written()
+
+
+def is_valid(value: str) -> bool:
+    """Whether ``value`` is a validly signed token (of any age)."""
+    return _decode(value) is not None
 
 
 def write_token() -> str | None:
@@ -411,4 +416,6 @@ __all__ = [
     "sign",
     "pin_for",
     "pins_for",
+    "groups_token",
+    "is_valid",
 ]
