@@ -29,7 +29,6 @@ This module imports only pytest until the cluster is asked for.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -65,9 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="PORTS",
         help="the servers' ports, primary first, e.g. 5441,5442,5443 "
-        "(default: free ones); with replica groups, group after group in the "
-        "order of MULTIDB_REPLICA_GROUPS (default first), each primary then its "
-        "replicas, e.g. default,replica1,replica2,billing,billing_r1's",
+        "(default: free ones); with replica groups, group after group (default "
+        "first, then in the order of MULTIDB_REPLICA_GROUPS), each primary's "
+        "port then its replicas'",
     )
     parser.addini(
         "multidb_cluster",
@@ -187,6 +186,8 @@ def _start(clusters: list[Cluster]) -> None:
     if len(clusters) == 1:
         clusters[0].start()
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
         futures = [pool.submit(cluster.start) for cluster in clusters]
     errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
