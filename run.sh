@@ -12,15 +12,17 @@ usage() {
 Usage: ./run.sh COMMAND [ARGS...]
 
 Commands:
-  test [PYTEST ARGS...]  Run the test suite with coverage, in two pytest
+  test [PYTEST ARGS...]  Run the test suite with coverage, in three pytest
                          sessions combined into one coverage report: the
-                         SQLite unit tests (tests.settings), then the
-                         PostgreSQL tests in tests/postgres
-                         (tests.postgres.settings; a primary and two streaming
-                         replicas are started for the session).  With no
-                         arguments 100% coverage is enforced; with arguments
-                         coverage is only reported.  Options go to both
-                         sessions; paths go to the session they belong to.
+                         SQLite unit tests (tests.settings), the PostgreSQL
+                         tests in tests/postgres (tests.postgres.settings; a
+                         primary and two streaming replicas are started for
+                         the session), then the replica-group tests in
+                         tests/groups (tests.groups.settings; two primaries,
+                         each with its own replicas).  With no arguments
+                         100% coverage is enforced; with arguments coverage
+                         is only reported.  Options go to every session;
+                         paths go to the session they belong to.
                          The PostgreSQL tests need server binaries and
                          pgbouncer (found or installed automatically; override
                          with PGBIN=/path/to/bin, PGBOUNCER=/path/to/pgbouncer);
@@ -272,19 +274,25 @@ PYTEST_VALUE_OPTS=" --ignore --ignore-glob --deselect --rootdir -c --confcutdir
 
 cmd_test() {
     ensure_venv
-    local pgdir=$PWD/tests/postgres
-    local opts=() unit_paths=() pg_paths=() a prev="" real any_path=0 user_args=$#
-    # Split the arguments: options go to both sessions, a path (or node id)
-    # to the session whose directory holds it.
+    local pgdir=$PWD/tests/postgres grpdir=$PWD/tests/groups
+    local opts=() unit_paths=() pg_paths=() grp_paths=() a prev="" real any_path=0
+    local user_args=$#
+    # Split the arguments: options go to every session, a path (or node id)
+    # to the session whose directory holds it; a directory above both
+    # PostgreSQL directories (tests, .) to the SQLite session, which ignores
+    # them, and each of them to its own session.
     for a in "$@"; do
         if [[ $a != -* && $PYTEST_VALUE_OPTS != *" $prev "* && -e ${a%%::*} ]]; then
             any_path=1
             real=$(realpath -m -- "${a%%::*}")
             if [[ $real == "$pgdir" || $real == "$pgdir"/* ]]; then
                 pg_paths+=("$a")
+            elif [[ $real == "$grpdir" || $real == "$grpdir"/* ]]; then
+                grp_paths+=("$a")
             elif [[ $pgdir == "$real"/* ]]; then
                 unit_paths+=("$a")
                 pg_paths+=(tests/postgres)
+                grp_paths+=(tests/groups)
             else
                 unit_paths+=("$a")
             fi
@@ -296,12 +304,16 @@ cmd_test() {
     if ((!any_path)); then
         unit_paths=(tests)
         pg_paths=(tests/postgres)
+        grp_paths=(tests/groups)
     fi
     if opts_out_of_postgres "$@"; then
         pg_paths=()
+        grp_paths=()
+    fi
+    if ((${#pg_paths[@]} + ${#grp_paths[@]})); then
+        ensure_postgres
     fi
     if ((${#pg_paths[@]})); then
-        ensure_postgres
         ensure_pgbouncer
     fi
 
@@ -327,10 +339,15 @@ cmd_test() {
         fi
     }
     if ((${#unit_paths[@]})); then
-        run_session "SQLite unit tests" "${opts[@]}" --ignore=tests/postgres "${unit_paths[@]}"
+        run_session "SQLite unit tests" "${opts[@]}" --ignore=tests/postgres \
+            --ignore=tests/groups "${unit_paths[@]}"
     fi
     if ((${#pg_paths[@]})); then
         run_session "PostgreSQL tests" --ds=tests.postgres.settings "${opts[@]}" "${pg_paths[@]}"
+    fi
+    if ((${#grp_paths[@]})); then
+        run_session "PostgreSQL replica-group tests" --ds=tests.groups.settings \
+            "${opts[@]}" "${grp_paths[@]}"
     fi
     # django-multidb-router 0.11's own test suite, unchanged, against this
     # package: 20 runs in one process for each settings module.
@@ -351,7 +368,7 @@ cmd_test() {
     # Coverage is only complete (and so only enforced) for the whole suite.
     local report=(report)
     (($#)) && report+=(--fail-under=0)
-    printf '\n=== coverage (both sessions)\n' >&2
+    printf '\n=== coverage (every session)\n' >&2
     if [[ -f .coverage ]]; then
         rc=0
         "$py" -m coverage "${report[@]}" || rc=$?

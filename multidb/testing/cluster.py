@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -241,6 +242,11 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+#: Clusters may start in parallel (one per primary of a site with replica
+#: groups): the OS user and the template are made once, by one of them.
+_setup_lock = threading.Lock()
+
+
 class _PgUser:
     """Runs server commands as the ``postgres`` OS user when we are root."""
 
@@ -248,15 +254,16 @@ class _PgUser:
         self.root = os.geteuid() == 0
         self.uid = self.gid = -1
         if self.root:
-            try:
-                pw = pwd.getpwnam("postgres")
-            except KeyError:
-                subprocess.run(
-                    ["useradd", "--system", "--no-create-home", "postgres"],
-                    check=True,
-                    capture_output=True,
-                )
-                pw = pwd.getpwnam("postgres")
+            with _setup_lock:
+                try:
+                    pw = pwd.getpwnam("postgres")
+                except KeyError:
+                    subprocess.run(
+                        ["useradd", "--system", "--no-create-home", "postgres"],
+                        check=True,
+                        capture_output=True,
+                    )
+                    pw = pwd.getpwnam("postgres")
             self.uid, self.gid = pw.pw_uid, pw.pw_gid
 
     def chown(self, path: str | Path) -> None:
@@ -312,20 +319,24 @@ class _PgUser:
 _templates: dict[str, Path] = {}
 
 
+def _initdb(user: _PgUser, bindir: Path, data: Path) -> None:
+    user.run(
+        [bindir / "initdb", "-D", data, "--auth=trust", "-E", "UTF8", "--locale=C",
+         "--no-sync", "--wal-segsize=1", "-U", "postgres"]
+    )  # fmt: skip
+
+
 def _template(user: _PgUser, bindir: Path) -> Path:
     """An initdb'd data directory, made once per process and bin dir."""
     key = str(bindir)
-    if key not in _templates:
-        root = Path(tempfile.mkdtemp(prefix="mdb-tpl-", dir=temp_root()))
-        atexit.register(shutil.rmtree, root, True)
-        user.chown(root)
-        data = root / "data"
-        user.run(
-            [bindir / "initdb", "-D", data, "--auth=trust", "-E", "UTF8", "--locale=C",
-             "--no-sync", "--wal-segsize=1", "-U", "postgres"]
-        )  # fmt: skip
-        _templates[key] = data
-    return _templates[key]
+    with _setup_lock:
+        if key not in _templates:
+            root = Path(tempfile.mkdtemp(prefix="mdb-tpl-", dir=temp_root()))
+            atexit.register(shutil.rmtree, root, True)
+            user.chown(root)
+            _initdb(user, bindir, root / "data")
+            _templates[key] = root / "data"
+        return _templates[key]
 
 
 # -------------------------------------------------------------------- nodes
@@ -418,13 +429,20 @@ class Node:
 
 
 class Cluster:
-    """A primary and ``replicas`` streaming replicas on free local ports."""
+    """A primary and ``replicas`` streaming replicas on free local ports.
+
+    The primary's data directory is a copy of one ``initdb`` made once per
+    process, so clusters of one process share a system identifier; with
+    ``own_initdb`` the primary is initialised on its own, and its identifier
+    is its own (a server independent of every other cluster's).
+    """
 
     def __init__(
         self,
         replicas: int = 2,
         base_dir: str | Path | None = None,
         ports: Sequence[int] | None = None,
+        own_initdb: bool = False,
     ) -> None:
         if ports is not None and len(ports) != replicas + 1:
             raise ValueError(
@@ -435,6 +453,7 @@ class Cluster:
         #: (a temporary one when not given).
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self._own_base_dir = base_dir is None
+        self.own_initdb = own_initdb
         self.bindir: Path | None = None
         # The nodes exist (with their ports) before start(), so that settings
         # can be written from them; their servers do not.
@@ -531,11 +550,14 @@ class Cluster:
 
     def _init_primary(self) -> None:
         assert self._user and self.bindir
-        template = _template(self._user, self.bindir)
-        # cp -a keeps the owner (postgres) and the 0700 mode.
-        subprocess.run(
-            ["cp", "-a", str(template), str(self.primary.data_dir)], check=True
-        )
+        if self.own_initdb:
+            _initdb(self._user, self.bindir, self.primary.data_dir)
+        else:
+            template = _template(self._user, self.bindir)
+            # cp -a keeps the owner (postgres) and the 0700 mode.
+            subprocess.run(
+                ["cp", "-a", str(template), str(self.primary.data_dir)], check=True
+            )
         self._conf(
             self.primary,
             [

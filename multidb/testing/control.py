@@ -1,6 +1,8 @@
-"""A running :class:`~multidb.testing.cluster.Cluster`, driven by the
-``DATABASES`` aliases of a Django site: the helpers of the pytest plugin
-(``multidb.testing.pytest_plugin``).
+"""Running clusters (:class:`~multidb.testing.cluster.Cluster`), driven by
+the ``DATABASES`` aliases of a Django site: the helpers of the pytest plugin
+(``multidb.testing.pytest_plugin``).  A site with replica groups has one
+cluster per primary; every helper acts on the cluster of the alias it is
+given.
 
 ::
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,7 +64,14 @@ class Served:
     """The statements run while :meth:`SiteCluster.record` was open."""
 
     queries: list[Query] = field(default_factory=list)
+    #: The alias of the (first group's) primary.
     primary: str = "default"
+    #: Every primary's alias; ``(primary,)`` when not given.
+    primaries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.primaries:
+            self.primaries = (self.primary,)
 
     @property
     def servers(self) -> set[str | None]:
@@ -70,8 +80,8 @@ class Served:
 
     @property
     def on_primary(self) -> bool:
-        """Whether any statement ran on the primary."""
-        return any(q.server == self.primary for q in self.queries)
+        """Whether any statement ran on a primary."""
+        return any(q.server in self.primaries for q in self.queries)
 
     @property
     def on_replicas(self) -> set[str]:
@@ -79,7 +89,7 @@ class Served:
         return {
             q.server
             for q in self.queries
-            if q.server is not None and q.server != self.primary
+            if q.server is not None and q.server not in self.primaries
         }
 
     def __len__(self) -> int:
@@ -87,22 +97,46 @@ class Served:
 
 
 class SiteCluster:
-    """A cluster's servers known by the aliases of a Django site.
+    """Clusters' servers known by the aliases of a Django site.
 
-    ``servers`` maps each alias to its server: the primary's alias (normally
-    ``default``) to ``cluster.primary``, each replica alias to a replica.
-    Every fault made through it (``pause``, ``stop``, ``delay``, ``promote``)
-    is listed until :meth:`restore` undoes it.
+    ``servers`` maps each alias to its server: a primary's alias (normally
+    ``default``) to a cluster's ``primary``, each replica alias to one of
+    that cluster's replicas.  ``cluster`` is one cluster, or a sequence of
+    them for a site with replica groups (one per primary, the ``default``
+    group's first); every cluster's primary is named by exactly one alias.
+    Every fault made through it (``pause``, ``stop``, ``delay``,
+    ``promote``) is listed until :meth:`restore` undoes it.
     """
 
-    def __init__(self, cluster: Cluster, servers: Mapping[str, Node]) -> None:
-        self.cluster = cluster
+    def __init__(
+        self, cluster: Cluster | Sequence[Cluster], servers: Mapping[str, Node]
+    ) -> None:
+        clusters = [cluster] if isinstance(cluster, Cluster) else list(cluster)
+        if not clusters:
+            raise ValueError("a SiteCluster needs at least one cluster")
+        #: Every cluster, the first group's first.
+        self.clusters = clusters
+        #: The first group's cluster.
+        self.cluster = clusters[0]
         self.servers = dict(servers)
-        primaries = [a for a, n in self.servers.items() if n is cluster.primary]
-        if len(primaries) != 1:
-            raise ValueError("exactly one alias must name the cluster's primary")
-        #: The alias of the primary.
-        self.primary = primaries[0]
+        strangers = [
+            a
+            for a, n in self.servers.items()
+            if not any(n.cluster is c for c in clusters)
+        ]
+        if strangers:
+            raise ValueError(
+                f"{', '.join(strangers)}: not a server of the given clusters"
+            )
+        #: Every primary's alias, in the order of ``clusters``.
+        self.primaries: list[str] = []
+        for each in clusters:
+            named = [a for a, n in self.servers.items() if n is each.primary]
+            if len(named) != 1:
+                raise ValueError("exactly one alias must name the cluster's primary")
+            self.primaries.append(named[0])
+        #: The alias of the first group's primary.
+        self.primary = self.primaries[0]
         self._undo: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
@@ -115,19 +149,36 @@ class SiteCluster:
     ) -> SiteCluster:
         """``primary`` on the cluster's primary, ``replicas`` in order on its
         replicas (the cluster needs at least as many)."""
-        if len(replicas) > len(cluster.replicas):
-            raise ValueError(
-                f"{len(replicas)} replica aliases but the cluster has "
-                f"{len(cluster.replicas)} replicas"
-            )
-        servers = {primary: cluster.primary}
-        servers.update(zip(replicas, cluster.replicas, strict=False))
-        return cls(cluster, servers)
+        return cls.for_groups({primary: cluster}, {primary: replicas})
+
+    @classmethod
+    def for_groups(
+        cls, clusters: Mapping[str, Cluster], replicas: Mapping[str, Sequence[str]]
+    ) -> SiteCluster:
+        """Each primary alias of ``clusters`` on its cluster's primary, and
+        its ``replicas[primary]`` in order on that cluster's replicas (each
+        cluster needs at least as many)."""
+        servers: dict[str, Node] = {}
+        for primary, cluster in clusters.items():
+            aliases = replicas.get(primary, ())
+            if len(aliases) > len(cluster.replicas):
+                raise ValueError(
+                    f"{len(aliases)} replica aliases but the cluster has "
+                    f"{len(cluster.replicas)} replicas"
+                )
+            servers[primary] = cluster.primary
+            servers.update(zip(aliases, cluster.replicas, strict=False))
+        return cls(list(clusters.values()), servers)
 
     @property
     def replicas(self) -> list[str]:
-        """The replica aliases, in order."""
-        return [a for a in self.servers if a != self.primary]
+        """The replica aliases of every group, in order."""
+        return [a for a in self.servers if a not in self.primaries]
+
+    def replicas_of(self, primary: str) -> list[str]:
+        """The replica aliases of ``primary``'s cluster, in order."""
+        cluster = self.cluster_of(primary)
+        return [a for a in self.replicas if self.servers[a].cluster is cluster]
 
     def node(self, alias: str) -> Node:
         try:
@@ -138,6 +189,15 @@ class SiteCluster:
                 f"(it has {', '.join(self.servers)})"
             ) from None
 
+    def cluster_of(self, alias: str) -> Cluster:
+        """The cluster of the server behind ``alias``."""
+        return self.node(alias).cluster
+
+    def primary_of(self, alias: str) -> str:
+        """The alias of the primary of ``alias``'s cluster."""
+        cluster = self.cluster_of(alias)
+        return next(a for a in self.primaries if self.servers[a] is cluster.primary)
+
     def port(self, alias: str) -> int:
         """The port of the server behind ``alias``."""
         return self.node(alias).port
@@ -146,7 +206,7 @@ class SiteCluster:
 
     def point_settings(self) -> None:
         """Point each alias's entry in Django's ``connections.settings`` at
-        its server, and make the replicas test mirrors of the primary.
+        its server, and make each replica a test mirror of its own primary.
 
         Its other settings stay (``NAME`` only when it named a PostgreSQL
         database, ``OPTIONS`` but for those that lead elsewhere, ``TEST``,
@@ -168,7 +228,7 @@ class SiteCluster:
             entry["NAME"] = wanted["NAME"]
             entry["OPTIONS"] = options
             test = entry.setdefault("TEST", {})
-            test["MIRROR"] = None if alias == self.primary else self.primary
+            test["MIRROR"] = None if alias in self.primaries else self.primary_of(alias)
             if alias in connections:
                 connections[alias].close()
                 del connections[alias]
@@ -184,8 +244,8 @@ class SiteCluster:
 
     def _replica(self, alias: str) -> Node:
         node = self.node(alias)
-        if alias == self.primary:
-            raise ValueError(f"{alias!r} is the primary, not a replica")
+        if alias in self.primaries:
+            raise ValueError(f"{alias!r} is a primary, not a replica")
         return node
 
     def _on_restore(self, faulty: Callable[[], bool], undo: Callable[[], Any]) -> None:
@@ -202,7 +262,7 @@ class SiteCluster:
         """Stop replaying WAL on a replica: rows written from now on stay
         invisible there until :meth:`resume`."""
         node = self._replica(alias)
-        self.cluster.pause_replay(node)
+        node.cluster.pause_replay(node)
         self._on_restore(
             lambda: node.paused and node.running, lambda: self.resume(alias)
         )
@@ -210,7 +270,7 @@ class SiteCluster:
 
     def resume(self, alias: str) -> Node:
         node = self._replica(alias)
-        self.cluster.resume_replay(node)
+        node.cluster.resume_replay(node)
         return node
 
     def delay(self, alias: str, seconds: float) -> Node:
@@ -218,17 +278,17 @@ class SiteCluster:
         if not 0 <= seconds < float("inf"):
             raise ValueError(f"a delay is finite and not negative, not {seconds!r}")
         node = self._replica(alias)
-        self.cluster.set_apply_delay(node, round(seconds * 1000))
+        node.cluster.set_apply_delay(node, round(seconds * 1000))
         self._on_restore(
             lambda: bool(node.apply_delay_ms) and node.running,
-            lambda: self.cluster.set_apply_delay(node, 0),
+            lambda: node.cluster.set_apply_delay(node, 0),
         )
         return node
 
     def stop(self, alias: str) -> Node:
         """Stop the server behind ``alias`` (an immediate shutdown)."""
         node = self.node(alias)
-        self.cluster.stop_node(node)
+        node.cluster.stop_node(node)
         self._on_restore(lambda: not node.running, lambda: self.start(alias))
         return node
 
@@ -237,7 +297,7 @@ class SiteCluster:
         close this thread's connections to it, which died with it, unless
         ``keep_connections`` (to test what heals them)."""
         node = self.node(alias)
-        self.cluster.start_node(node)
+        node.cluster.start_node(node)
         if not keep_connections:
             self.forget_connections(alias)
         return node
@@ -246,35 +306,39 @@ class SiteCluster:
         """SIGSTOP the server: it accepts nothing and answers nothing (new
         connections time out) until :meth:`thaw`."""
         node = self.node(alias)
-        self.cluster.freeze(node)
+        node.cluster.freeze(node)
         self._on_restore(lambda: node.frozen, lambda: self.thaw(alias))
         return node
 
     def thaw(self, alias: str) -> Node:
         node = self.node(alias)
-        self.cluster.thaw(node)
+        node.cluster.thaw(node)
         return node
 
     def promote(self, alias: str) -> Node:
         """Promote a replica.  :meth:`restore` makes it a replica again
         (:meth:`rebuild`)."""
         node = self._replica(alias)
-        self.cluster.promote(node)
+        node.cluster.promote(node)
         self._on_restore(lambda: node.role == "primary", lambda: self.rebuild(alias))
         return node
 
     def rebuild(self, alias: str) -> Node:
-        """Make a promoted replica a replica of the primary again, from a new
+        """Make a promoted replica a replica of its primary again, from a new
         base backup, and close this thread's connections to it."""
         node = self._replica(alias)
-        self.cluster.rebuild_replica(node)
+        node.cluster.rebuild_replica(node)
         self.forget_connections(alias)
         return node
 
     def wait_caught_up(self, timeout: float = 10) -> None:
         """Wait until every running, unpaused, undelayed replica has replayed
-        everything the primary has written so far."""
-        self.cluster.wait_caught_up(timeout, skip_paused=True)
+        everything its primary has written so far (``timeout`` bounds the
+        wait for all clusters together)."""
+        deadline = time.monotonic() + timeout
+        for cluster in self.clusters:
+            remaining = max(0.0, deadline - time.monotonic())
+            cluster.wait_caught_up(remaining, skip_paused=True)
 
     def restore(self) -> None:
         """Undo every fault made through this object, newest first, trying
@@ -323,7 +387,7 @@ class SiteCluster:
         """
         from django.db.backends.utils import CursorWrapper
 
-        served = Served(primary=self.primary)
+        served = Served(primary=self.primary, primaries=tuple(self.primaries))
         by_port = {node.port: alias for alias, node in self.servers.items()}
         ports: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         lock = threading.Lock()

@@ -11,6 +11,10 @@ command line or ``multidb_cluster = true`` in the ini file.  Then:
   ``DATABASES`` aliases are pointed at them: ``default`` at the primary,
   which holds the test database, the replica aliases at the replicas, as
   test mirrors of ``default`` that receive it by streaming replication;
+- a site with replica groups (``MULTIDB_REPLICA_GROUPS`` naming more than
+  one primary) gets one independent cluster per primary, started in
+  parallel, each with its own ``initdb`` and one replica per alias of its
+  group; each replica alias is a test mirror of its own primary;
 - once the test database exists, and after each test that committed
   (``transaction=True``, ``TransactionTestCase``, ``live_server``), the
   replicas are waited for until they have replayed everything;
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from multidb.testing.cluster import Cluster
     from multidb.testing.control import SiteCluster
 
 _ENABLE = "--multidb-cluster"
@@ -50,14 +55,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="how many replicas to start (default: one per alias in REPLICA_DATABASES)",
+        help="how many replicas to start (default: one per alias in "
+        "REPLICA_DATABASES); with replica groups, for each primary (default: one "
+        "per alias of its group)",
     )
     group.addoption(
         "--multidb-ports",
         default=None,
         metavar="PORTS",
         help="the servers' ports, primary first, e.g. 5441,5442,5443 "
-        "(default: free ones)",
+        "(default: free ones); with replica groups, group after group (default "
+        "first, then in the order of MULTIDB_REPLICA_GROUPS), each primary's "
+        "port then its replicas'",
     )
     parser.addini(
         "multidb_cluster",
@@ -95,7 +104,7 @@ def multidb_cluster_session(request: pytest.FixtureRequest) -> Iterator[SiteClus
     from django.conf import settings
     from django.db import DEFAULT_DB_ALIAS
 
-    from multidb.conf import conf, replica_weights
+    from multidb.groups import groups
     from multidb.testing.cluster import Cluster
     from multidb.testing.control import SiteCluster
 
@@ -105,26 +114,87 @@ def multidb_cluster_session(request: pytest.FixtureRequest) -> Iterator[SiteClus
             "DJANGO_SETTINGS_MODULE)",
             pytrace=False,
         )
-    aliases = list(replica_weights(conf.REPLICA_DATABASES))
-    count = config.getoption("--multidb-replicas")
-    count = len(aliases) if count is None else count
-    if count < len(aliases):
-        pytest.fail(
-            f"--multidb-replicas {count} is fewer than the {len(aliases)} aliases "
-            f"in REPLICA_DATABASES ({', '.join(aliases)})",
-            pytrace=False,
-        )
-    cluster = Cluster(replicas=count, ports=_ports(config))
-    cluster.start()
+    layout = {primary: list(weights) for primary, weights in groups().items()}
+    counts = _replica_counts(config, layout)
+    ports = _ports(config)
+    if len(layout) == 1:
+        clusters = {DEFAULT_DB_ALIAS: Cluster(replicas=counts[0], ports=ports)}
+    else:
+        clusters = _group_clusters(layout, counts, ports)
+    _start(list(clusters.values()))
     try:
-        site = SiteCluster.for_aliases(cluster, DEFAULT_DB_ALIAS, aliases)
+        site = SiteCluster.for_groups(clusters, layout)
         site.point_settings()
         config.stash[_session_cluster] = site
         yield site
     finally:
-        del config.stash[_session_cluster]
+        if _session_cluster in config.stash:
+            del config.stash[_session_cluster]
         _close_connections()
-        cluster.stop()
+        for cluster in clusters.values():
+            cluster.stop()
+
+
+def _replica_counts(config: pytest.Config, layout: dict[str, list[str]]) -> list[int]:
+    """How many replicas each group's cluster starts."""
+    count = config.getoption("--multidb-replicas")
+    if count is None:
+        return [len(aliases) for aliases in layout.values()]
+    for primary, aliases in layout.items():
+        if count < len(aliases):
+            where = (
+                "in REPLICA_DATABASES"
+                if len(layout) == 1
+                else f"of {primary}'s group in MULTIDB_REPLICA_GROUPS"
+            )
+            pytest.fail(
+                f"--multidb-replicas {count} is fewer than the {len(aliases)} "
+                f"aliases {where} ({', '.join(aliases)})",
+                pytrace=False,
+            )
+    return [count] * len(layout)
+
+
+def _group_clusters(
+    layout: dict[str, list[str]], counts: list[int], ports: list[int] | None
+) -> dict[str, Cluster]:
+    """One cluster per primary, each initialised on its own: independent
+    servers, as the primaries of replica groups are."""
+    from multidb.testing.cluster import Cluster
+
+    wanted = sum(count + 1 for count in counts)
+    if ports is not None and len(ports) != wanted:
+        order = ", ".join(
+            f"{primary}, {count} of its replicas"
+            for primary, count in zip(layout, counts, strict=True)
+        )
+        pytest.fail(
+            f"--multidb-ports needs {wanted} ports ({order}), got {len(ports)}",
+            pytrace=False,
+        )
+    clusters = {}
+    start = 0
+    for primary, count in zip(layout, counts, strict=True):
+        own = None if ports is None else ports[start : start + count + 1]
+        start += count + 1
+        clusters[primary] = Cluster(replicas=count, ports=own, own_initdb=True)
+    return clusters
+
+
+def _start(clusters: list[Cluster]) -> None:
+    """Start the clusters together; if one fails, stop the others."""
+    if len(clusters) == 1:
+        clusters[0].start()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
+        futures = [pool.submit(cluster.start) for cluster in clusters]
+    errors = [exc for exc in (f.exception() for f in futures) if exc is not None]
+    if errors:
+        for cluster in clusters:
+            cluster.stop()
+        raise errors[0]
 
 
 def _ports(config: pytest.Config) -> list[int] | None:
@@ -177,9 +247,10 @@ def pytest_fixture_setup(fixturedef: Any, request: Any) -> Generator[None, Any, 
 def multidb_cluster(
     request: pytest.FixtureRequest, multidb_cluster_session: SiteCluster
 ) -> Iterator[SiteCluster]:
-    """The cluster's servers by alias: ``pause``, ``resume``, ``delay``,
-    ``stop``, ``start``, ``promote``, ``wait_caught_up`` and ``record``.
-    Every fault is undone when the test ends."""
+    """The cluster's servers by alias (every group's, with replica groups):
+    ``pause``, ``resume``, ``delay``, ``stop``, ``start``, ``promote``,
+    ``wait_caught_up`` and ``record``.  Every fault is undone when the test
+    ends."""
     yield multidb_cluster_session
     multidb_cluster_session.restore()
 

@@ -1,0 +1,44 @@
+"""For each group's model (``Item`` on ``default``, ``Invoice`` on
+``billing``): a read that answers which server ran it, and a POST that
+creates a row."""
+
+from __future__ import annotations
+
+from django.db.models import Model
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET, require_POST
+
+from tests.app.models import Item
+from tests.billing.models import Invoice
+
+
+def _answering_port(model: type[Model]) -> JsonResponse:
+    # A raw query runs on the connection the router picks for a read of
+    # ``model``, without needing its table.
+    (row,) = model._default_manager.raw("SELECT inet_server_port() AS id")
+    return JsonResponse({"port": row.pk})
+
+
+@require_GET
+def read_items(request: HttpRequest) -> JsonResponse:
+    return _answering_port(Item)
+
+
+@require_POST
+def create_item(request: HttpRequest) -> JsonResponse:
+    item = Item.objects.create(name=request.POST.get("name", "item"))
+    return JsonResponse({"id": item.pk}, status=201)
+
+
+@require_GET
+def read_invoices(request: HttpRequest) -> JsonResponse:
+    return _answering_port(Invoice)
+
+
+@require_POST
+def create_invoice(request: HttpRequest) -> JsonResponse:
+    invoice = Invoice.objects.create(
+        number=int(request.POST.get("number", "1")),
+        note=request.POST.get("note", ""),
+    )
+    return JsonResponse({"id": invoice.pk}, status=201)
