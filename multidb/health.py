@@ -213,10 +213,8 @@ class Registry:
         for primary in primaries:
             if isinstance(found.get(primary), int):
                 self.history(primary).append((started, found[primary]))
-        replicas = [
-            (alias, group) for alias, role, group in databases if role == "replica"
-        ]
-        results = self._run([alias for alias, _ in replicas], "replica", timeout)
+        replicas = [alias for alias, role, _ in databases if role == "replica"]
+        results = self._run(replicas, "replica", timeout)
         now = time.monotonic()
         as_of = {}
         for primary in primaries:
@@ -228,16 +226,16 @@ class Registry:
             down = isinstance(found.get(primary), BaseException) and history
             as_of[primary] = history[-1][0] if down else now
         checked = datetime.now(timezone.utc)
-        statuses = [
-            self._unless_forbidden(
-                _primary_status(found.get(primary), checked, primary),
-                found.get(primary),
-            )
-            for primary in primaries
-        ]
-        for alias, group in replicas:
-            result = results.get(alias)
-            status = self._replica_status(alias, result, as_of[group], checked, group)
+        statuses = []
+        for alias, role, group in databases:
+            if role == "primary":
+                result = found.get(alias)
+                status = _primary_status(result, checked, alias)
+            else:
+                result = results.get(alias)
+                status = self._replica_status(
+                    alias, result, as_of[group], checked, group
+                )
             statuses.append(self._unless_forbidden(status, result))
         return self._publish(statuses, apply, started)
 

@@ -15,6 +15,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
+from . import groups
 from . import health as health_module
 from .conf import conf
 
@@ -29,16 +30,51 @@ def report() -> tuple[bool, dict[str, Any]]:
     interval = conf.HEALTH_CHECK_INTERVAL
     freshness = max(2 * (interval or 0), 2 * conf.HEALTH_CHECK_TIMEOUT)
     statuses = health_module.registry.recent(freshness, apply=interval is not None)
-    primary, replicas = statuses[0], statuses[1:]
+    primary = statuses[0]
+    replicas = [status for status in statuses if status.role == "replica"]
     usable = sum(status.usable for status in replicas)
-    healthy = primary.state == health_module.OK and usable >= conf.HEALTH_MIN_REPLICAS
+    if not groups.active():
+        healthy = (
+            primary.state == health_module.OK and usable >= conf.HEALTH_MIN_REPLICAS
+        )
+        return healthy, {
+            "status": "ok" if healthy else "fail",
+            "usable_replicas": usable,
+            "min_replicas": conf.HEALTH_MIN_REPLICAS,
+            "primary": primary.as_dict(),
+            "replicas": [status.as_dict() for status in replicas],
+        }
+    by_group = _by_group(statuses)
+    healthy = all(group["status"] == "ok" for group in by_group.values())
     return healthy, {
         "status": "ok" if healthy else "fail",
         "usable_replicas": usable,
         "min_replicas": conf.HEALTH_MIN_REPLICAS,
         "primary": primary.as_dict(),
         "replicas": [status.as_dict() for status in replicas],
+        "groups": by_group,
     }
+
+
+def _by_group(statuses: list[health_module.DatabaseStatus]) -> dict[str, Any]:
+    """Each replica group's figures: healthy when its primary is reachable
+    and at least ``MULTIDB_HEALTH_MIN_REPLICAS`` of its replicas are usable
+    (a group with no replicas configured needs none)."""
+    found: dict[str, Any] = {}
+    for primary in (status for status in statuses if status.role == "primary"):
+        replicas = [
+            s for s in statuses if s.role == "replica" and s.group == primary.alias
+        ]
+        usable = sum(status.usable for status in replicas)
+        needed = min(conf.HEALTH_MIN_REPLICAS, len(replicas))
+        healthy = primary.state == health_module.OK and usable >= needed
+        found[primary.alias] = {
+            "status": "ok" if healthy else "fail",
+            "usable_replicas": usable,
+            "primary": primary.as_dict(),
+            "replicas": [status.as_dict() for status in replicas],
+        }
+    return found
 
 
 #: What anyone may see: nothing that names a host, a port, a role, a
@@ -61,7 +97,12 @@ def shows_details(request: HttpRequest) -> bool:
 
 @never_cache
 def health(request: HttpRequest) -> JsonResponse:
-    """200 when the primary is reachable and enough replicas are usable, else 503."""
+    """200 when the primary is reachable and enough replicas are usable, else 503.
+
+    With replica groups, every group's primary must be reachable and each
+    group with replicas must have enough of them usable (``groups`` in the
+    details says which does not); the summary counts all usable replicas.
+    """
     healthy, body = report()
     if not shows_details(request):
         body = {key: body[key] for key in SUMMARY}

@@ -12,11 +12,15 @@ from tests.app.models import Item
 from tests.billing.models import Invoice
 
 
-def _answering_port(model: type[Model]) -> JsonResponse:
+def _port_of(model: type[Model]) -> int:
     # A raw query runs on the connection the router picks for a read of
     # ``model``, without needing its table.
     (row,) = model._default_manager.raw("SELECT inet_server_port() AS id")
-    return JsonResponse({"port": row.pk})
+    return int(row.pk)
+
+
+def _answering_port(model: type[Model]) -> JsonResponse:
+    return JsonResponse({"port": _port_of(model)})
 
 
 @require_GET
@@ -42,3 +46,16 @@ def create_invoice(request: HttpRequest) -> JsonResponse:
         note=request.POST.get("note", ""),
     )
     return JsonResponse({"id": invoice.pk}, status=201)
+
+
+@require_GET
+def read_both(request: HttpRequest) -> JsonResponse:
+    """Which server answered a read of each group's model."""
+    return JsonResponse({"item": _port_of(Item), "invoice": _port_of(Invoice)})
+
+
+@require_POST
+def create_invoice_then_read_both(request: HttpRequest) -> JsonResponse:
+    """A write to ``billing``, then a read of each group's model."""
+    Invoice.objects.create(number=7, note="then read")
+    return JsonResponse({"item": _port_of(Item), "invoice": _port_of(Invoice)})

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from multidb import health
+from multidb import groups, health
 
 
 class Command(BaseCommand):
@@ -29,11 +30,12 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps([s.as_dict() for s in statuses], indent=2))
         else:
             self.stdout.write(table(statuses))
-        primary, replicas = statuses[0], statuses[1:]
-        if not primary.reachable:
-            raise CommandError(
-                f"The primary ({primary.alias}) is unreachable: {primary.reason}"
-            )
+        for primary in statuses:
+            if primary.role == "primary" and not primary.reachable:
+                raise CommandError(
+                    f"The primary ({primary.alias}) is unreachable: {primary.reason}"
+                )
+        replicas = [status for status in statuses if status.role == "replica"]
         unusable = [status.alias for status in replicas if not status.usable]
         if options["strict"] and unusable:
             raise CommandError(
@@ -43,7 +45,23 @@ class Command(BaseCommand):
 
 
 def table(statuses: list[health.DatabaseStatus]) -> str:
+    if groups.active():
+        # One more column, the group: each primary comes before its replicas.
+        return _table(
+            statuses,
+            ("GROUP",),
+            lambda s: (s.group,),
+        )
+    return _table(statuses, (), lambda s: ())
+
+
+def _table(
+    statuses: list[health.DatabaseStatus],
+    first: tuple[str, ...],
+    first_cells: Callable[[health.DatabaseStatus], tuple[str, ...]],
+) -> str:
     header = (
+        *first,
         "ALIAS",
         "ROLE",
         "STATE",
@@ -54,6 +72,7 @@ def table(statuses: list[health.DatabaseStatus]) -> str:
     )
     rows = [header] + [
         (
+            *first_cells(s),
             s.alias,
             s.role,
             s.state,
