@@ -68,19 +68,21 @@ class DatabaseStatus:
     last_checked: datetime | None = None
     #: Why the state is not ``ok``.
     reason: str = ""
-    #: The primary of its replica group (``MULTIDB_REPLICA_GROUPS``).
-    group: str = DEFAULT_DB_ALIAS
 
     @property
     def usable(self) -> bool:
         """Whether this database can take reads now."""
         return self.state in (OK, UNKNOWN)
 
+    @property
+    def group(self) -> str:
+        """The primary of its replica group (``MULTIDB_REPLICA_GROUPS``)."""
+        return groups.primary_of(self.alias) or DEFAULT_DB_ALIAS
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if not groups.active():
-            # A site with one primary sees what it saw before groups.
-            del data["group"]
+        if groups.active():
+            data["group"] = self.group
         data["usable"] = self.usable
         if self.last_checked is not None:
             data["last_checked"] = self.last_checked.isoformat()
@@ -164,7 +166,7 @@ class Registry:
         with self._lock:
             known = dict(self._statuses)
         return [
-            known.get(alias) or DatabaseStatus(alias, role, UNKNOWN, group=group)
+            known.get(alias) or DatabaseStatus(alias, role, UNKNOWN)
             for alias, role, group in _databases()
         ]
 
@@ -328,13 +330,13 @@ class Registry:
         if not isinstance(result, ReplicaState):
             return DatabaseStatus(
                 alias, "replica", DOWN, reachable=False, last_checked=checked,
-                reason=describe(result), group=group,
+                reason=describe(result),
             )  # fmt: skip
         if not result.is_replica:
             return DatabaseStatus(
                 alias, "replica", PROMOTED, reachable=True, is_replica=False,
                 last_checked=checked,
-                reason="it is no longer in recovery: it was promoted", group=group,
+                reason="it is no longer in recovery: it was promoted",
             )  # fmt: skip
         replay_age = result.replay_age
         if replay_age is not None:
@@ -349,7 +351,7 @@ class Registry:
             alias, "replica", LAGGING if reason else OK, reachable=True,
             is_replica=True, lag_bytes=lag_bytes, lag_seconds=lag_seconds,
             replay_position=_format(result.replay_position), last_checked=checked,
-            reason=reason, group=group,
+            reason=reason,
         )  # fmt: skip
 
     def _lag(
@@ -512,7 +514,7 @@ class Registry:
                 return
             status = DatabaseStatus(
                 alias, "replica", DOWN, reachable=False,
-                last_checked=datetime.now(timezone.utc), reason=reason, group=group,
+                last_checked=datetime.now(timezone.utc), reason=reason,
             )  # fmt: skip
             self._statuses[alias] = status
             self._set_at[alias] = time.monotonic()
@@ -705,11 +707,11 @@ def _primary_status(
     if isinstance(result, BaseException):
         return DatabaseStatus(
             alias, "primary", DOWN, reachable=False, last_checked=checked,
-            reason=describe(result), group=alias,
+            reason=describe(result),
         )  # fmt: skip
     return DatabaseStatus(
         alias, "primary", OK, reachable=True, is_replica=False,
-        replay_position=_format(result), last_checked=checked, group=alias,
+        replay_position=_format(result), last_checked=checked,
     )  # fmt: skip
 
 

@@ -312,7 +312,7 @@ def groups_token(
     order = list(groups.groups())
     payload = SEPARATOR.join(
         f"{alias}:" if isinstance(pin, TimePin) else f"{alias}:{pin:X}"
-        for alias, pin in sorted(parts.items(), key=lambda kv: order.index(kv[0]))
+        for alias, pin in sorted(parts.items(), key=lambda kv: _rank(order, kv[0]))
         if pin is not NO_PIN
     )
     if not payload:
@@ -320,6 +320,11 @@ def groups_token(
     if conf.ENCRYPT_TOKENS:
         payload = _seal(payload)
     return signing.TimestampSigner(salt=SALT).sign(payload)
+
+
+def _rank(order: list[str], alias: str) -> int:
+    """Where ``alias`` goes in a token: in the groups' order, unknown last."""
+    return order.index(alias) if alias in order else len(order)
 
 
 def _group_writes(request: RequestState) -> list[str]:

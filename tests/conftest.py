@@ -8,10 +8,14 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
+from django.http import HttpResponse
+from django.test import RequestFactory
 from hypothesis import settings as hypothesis_settings
 
-from multidb import groups, health, pinning, rotation, signals
+from multidb import groups, health, pinning, rotation, signals, tokens
+from multidb import routers as multidb_routers
 from multidb.conf import _clear_cache, conf
+from multidb.middleware import PinningRouterMiddleware
 from tests.app import routers
 
 # --- Hypothesis: local runs explore, CI runs repeat the same examples ----------
@@ -131,7 +135,7 @@ def reset_state() -> None:
     groups.forget()
     pinning._scope.set(pinning._ROOT)
     routers.decisions.clear()
-    routers._unmeasured_logged = False
+    multidb_routers._unmeasured_logged = False
 
 
 @pytest.fixture(autouse=True)
@@ -199,3 +203,41 @@ def request_scope(pinned: pinning.Pin) -> Iterator[pinning.RequestState]:
         yield request
     finally:
         pinning.end_request(token)
+
+
+def token_for(**positions: int) -> str:
+    """A token with ``positions`` (by primary alias), as after writes there."""
+    token = tokens.groups_token([], list(positions), positions.get)
+    assert token is not None
+    return token
+
+
+def respond(request: Any) -> HttpResponse:
+    return HttpResponse("ok")
+
+
+def run_middleware(
+    method: str,
+    cookie: str | None = None,
+    header: str | None = None,
+    after: Callable[[pinning.RequestState], Any] | None = None,
+) -> tuple[pinning.RequestState, HttpResponse]:
+    """One request through the middleware (``after`` runs in its view);
+    the request's routing state and the response."""
+    request = RequestFactory().generic(method, "/")
+    if cookie is not None:
+        request.COOKIES[conf.PINNING_COOKIE] = cookie
+    if header is not None:
+        request.META["HTTP_X_MULTIDB_TOKEN"] = header
+    seen: list[pinning.RequestState] = []
+
+    def view(request: Any) -> HttpResponse:
+        state = pinning.current_request()
+        assert state is not None
+        seen.append(state)
+        if after is not None:
+            after(state)
+        return respond(request)
+
+    response = PinningRouterMiddleware(view)(request)
+    return seen[0], response

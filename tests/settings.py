@@ -17,6 +17,11 @@ DATABASES: dict[str, dict[str, Any]] = {
     "default": dict(_SQLITE),
     "replica1": {**_SQLITE, "TEST": {"MIRROR": "default"}},
     "replica2": {**_SQLITE, "TEST": {"MIRROR": "default"}},
+    # A second primary and its replicas, for the replica-group unit tests
+    # (MULTIDB_REPLICA_GROUPS is set only where a test sets it).
+    "billing": dict(_SQLITE),
+    "billing_r1": {**_SQLITE, "TEST": {"MIRROR": "billing"}},
+    "billing_r2": {**_SQLITE, "TEST": {"MIRROR": "billing"}},
 }
 REPLICA_DATABASES = ["replica1", "replica2"]
 DATABASE_ROUTERS = ["tests.app.routers.RecordingPinningRouter"]
