@@ -93,6 +93,29 @@ def use_replicas(aliases: list[str]) -> None:
         )
 
 
+#: The replica groups of the "2 groups" rows: ``auth``'s models (the
+#: benchmarked ``User``) stay on ``default``, the ``billing`` app does not.
+TWO_GROUPS = {"billing": ["billing_r1"]}
+
+
+def use_groups(aliases: list[str] | None) -> None:
+    """Two replica groups, ``default``'s replicas being ``aliases``; or none."""
+    from django.conf import settings
+    from django.core.signals import setting_changed
+
+    groups = None if aliases is None else {"default": aliases, **TWO_GROUPS}
+    primary_for = None if aliases is None else {"billing": "billing"}
+    for name, value in [
+        ("MULTIDB_REPLICA_GROUPS", groups),
+        ("MULTIDB_PRIMARY_FOR", primary_for),
+    ]:
+        if getattr(settings, name, None) != value:
+            setattr(settings, name, value)
+            setting_changed.send(
+                sender=type(settings), setting=name, value=value, enter=True
+            )
+
+
 def publish_positions(aliases: list[str], position: int) -> None:
     """Make our health registry believe ``aliases`` have replayed ``position``.
 
@@ -166,9 +189,11 @@ def candidates() -> list[tuple[str, str, Setup]]:
         state: str,
         wrap: Callable[[object], Callable[[Any], object]] = direct,
         aliases: list[str] = DEFAULT_REPLICAS,
+        grouped: bool = False,
     ) -> Setup:
         def setup() -> Call:
             use_replicas(aliases)
+            use_groups(aliases if grouped else None)
             rotation.rotation()  # built: the registry is warm
             ours_pinning._scope.set(ours_pinning._ROOT)
             if state == "unpinned":
@@ -217,6 +242,12 @@ def candidates() -> list[tuple[str, str, Setup]]:
         (DIRECT, "seed pinned", seed_state(seed, True, direct)),
         (DIRECT, "ours unpinned", ours_state("unpinned")),
         (DIRECT, "ours unpinned, in a request", ours_state("request")),
+        (DIRECT, "ours, 2 groups, unpinned", ours_state("unpinned", grouped=True)),
+        (
+            DIRECT,
+            "ours, 2 groups, unpinned, in a request",
+            ours_state("request", grouped=True),
+        ),
         (
             DIRECT,
             "ours unpinned, in an ATOMIC_REQUESTS view",
@@ -341,6 +372,7 @@ def measure_rows(
                 samples[group, name].append(_time_block(call, calls[group, name]))
     finally:
         gc.enable()
+        use_groups(None)
         use_replicas(DEFAULT_REPLICAS)
     return {
         f"{group} | {name}": {
@@ -398,6 +430,8 @@ def measure(quick: bool = False) -> dict[str, Any]:
         for name, versus in [
             ("ours unpinned", "seed unpinned"),
             ("ours unpinned, in a request", "seed unpinned"),
+            ("ours, 2 groups, unpinned", "seed unpinned"),
+            ("ours, 2 groups, unpinned, in a request", "seed unpinned"),
             ("ours unpinned, in an ATOMIC_REQUESTS view", "seed unpinned"),
             ("ours pinned", "seed pinned"),
             ("ours pinned, in a request", "seed pinned"),

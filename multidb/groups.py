@@ -125,8 +125,10 @@ def primary_of(alias: str) -> str | None:
 
 
 #: ``{model class: primary}`` for a mapping (a callable may answer
-#: differently for each call: a tenant per request).
-_by_model: dict[Any, str] = {}
+#: differently for each call: a tenant per request).  Cleared, never
+#: replaced: the routers hold it.
+KNOWN_PRIMARIES: dict[Any, str] = {}
+_by_model = KNOWN_PRIMARIES
 
 
 def primary_for(model: Any, **hints: Any) -> str:
@@ -142,6 +144,9 @@ def primary_for(model: Any, **hints: Any) -> str:
     if meta is None:
         return DEFAULT_DB_ALIAS
     alias = _mapped(current.mapping, meta.app_label, meta.model_name)
+    if alias == DEFAULT_DB_ALIAS:
+        # The very object: the router tells it by identity.
+        alias = DEFAULT_DB_ALIAS
     _by_model[model] = alias
     return alias
 

@@ -148,6 +148,11 @@ def route_read(router: object, model: object, **hints: object) -> str:
         if request.rotation.current:
             return request.alias
         return _repick(request)
+    return _route_read_forced(scope, request)
+
+
+def _route_read_forced(scope: Scope, request: RequestState | None) -> str:
+    """``route_read`` in a block, or in a pinned request."""
     if scope.bound is not None:
         return read_within_bound(scope)  # type: ignore[arg-type]
     if scope.replica is not None:
@@ -638,12 +643,43 @@ def _group_within_bound(scope: BoundedScope, primary: str, pins: bool) -> str:
     return min(within, key=lambda a: (_lag_key(lags[a]), a))
 
 
+#: ``{model: primary}`` as ``MULTIDB_PRIMARY_FOR``'s mapping places them.
+_known_primaries = groups.KNOWN_PRIMARIES
+
+
 def route_read_grouped(router: object, model: object, **hints: object) -> str:
-    """``PinningReplicaRouter.db_for_read`` with replica groups."""
-    primary = groups.primary_for(model, **hints)
-    if primary == DEFAULT_DB_ALIAS:
-        return route_read(router, model, **hints)
-    return route_group_read(primary)
+    """``PinningReplicaRouter.db_for_read`` with replica groups.
+
+    ``route_read``'s common case is repeated here, not called: a call (and
+    passing ``**hints`` on) would cost more than the rest of the decision.
+    """
+    try:
+        primary = _known_primaries[model]
+    except KeyError:
+        primary = groups.primary_for(model, **hints)
+    if primary is not DEFAULT_DB_ALIAS and primary != DEFAULT_DB_ALIAS:
+        return route_group_read(primary)
+    scope = _get_scope()
+    request = scope.request
+    if scope.free and (request is None or not request.pinned or scope.unpinned):
+        try:
+            connection = _primary_storage.default
+        except AttributeError:
+            connection = _UNKNOWN
+        if request is None:
+            if connection.in_atomic_block and app_in_atomic(None):
+                return DEFAULT_DB_ALIAS
+            return rotation.next_replica()
+        if (
+            connection.in_atomic_block
+            and connection.atomic_blocks[-1] is not request.view_block
+            and app_in_atomic(request)
+        ):
+            return DEFAULT_DB_ALIAS
+        if request.rotation.current:
+            return request.alias
+        return _repick(request)
+    return _route_read_forced(scope, request)
 
 
 def route_read_ignoring_pins_grouped(
@@ -652,15 +688,18 @@ def route_read_ignoring_pins_grouped(
     """``ReplicaRouter.db_for_read`` with replica groups."""
     primary = groups.primary_for(model, **hints)
     if primary == DEFAULT_DB_ALIAS:
-        return route_read_ignoring_pins(router, model, **hints)
+        return route_read_ignoring_pins(router, model)
     return route_group_read(primary, pins=False)
 
 
 def route_write_grouped(router: object, model: object, **hints: object) -> str:
     """``db_for_write`` with replica groups: the model's primary."""
-    primary = groups.primary_for(model, **hints)
+    try:
+        primary = _known_primaries[model]
+    except KeyError:
+        primary = groups.primary_for(model, **hints)
     if primary == DEFAULT_DB_ALIAS:
-        return route_write(router, model, **hints)
+        return route_write(router, model)
     if _get_scope().request is not None:
         connection = primary_connection(primary)
         if connection is not None:
