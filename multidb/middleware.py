@@ -20,6 +20,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
@@ -409,5 +410,22 @@ def _request_failed(sender: Any, request: Any = None, **kwargs: Any) -> None:
     if state is None or not _connection_error(error):
         return
     alias = state.alias
+    if state._groups is not None:
+        # It may have read several groups' replicas: blame the one whose
+        # connection raised, if the traceback says.
+        alias = _failed_alias(error) or alias
     if alias != DEFAULT_DB_ALIAS:
         health.registry.report_failure(alias, health.describe(error))
+
+
+def _failed_alias(error: BaseException | None) -> str | None:
+    """The alias of the connection (or cursor) ``error`` was raised in."""
+    found = None
+    traceback = error.__traceback__ if error is not None else None
+    while traceback is not None:
+        owner = traceback.tb_frame.f_locals.get("self")
+        for candidate in (owner, getattr(owner, "db", None)):
+            if isinstance(candidate, BaseDatabaseWrapper):
+                found = candidate.alias
+        traceback = traceback.tb_next
+    return found

@@ -9,18 +9,20 @@ never by the alias the router returned.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 from django.db import connections, transaction
-from django.test import Client
+from django.test import Client, override_settings
 
 from multidb import (
     PinningReplicaRouter,
     health,
     read_after,
     replica_status,
+    rotation,
     tokens,
     use_primary_db,
     use_replica,
@@ -285,3 +287,40 @@ def test_multidb_status_lists_each_group(capsys):
         ("billing_r1", "replica", "billing"),
     ]
     assert table.splitlines()[0].split()[:2] == ["GROUP", "ALIAS"]
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=60)
+def test_a_request_failing_on_billings_replica_takes_that_replica_out_alone(
+    groups_cluster, wait_until
+):
+    # The first routing starts the prober, which probes once and then sleeps
+    # for a minute: what changes after that comes from the failing request.
+    rotation.rotation()
+    wait_until(lambda: all(s.state == "ok" for s in health.registry.statuses()))
+    groups_cluster.stop("billing_r1")
+
+    # It reads a default replica, then billing_r1, which is down.
+    response = Client(raise_request_exception=False).get("/both/")
+    states = {s.alias: s.state for s in health.registry.statuses()}
+
+    assert response.status_code == 500
+    assert states["billing_r1"] == "down"
+    assert states["replica1"] == states["replica2"] == "ok"
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=60, MULTIDB_REPLICA_MAX_LAG=None)
+def test_a_staleness_bound_holds_for_each_group_by_its_own_lag(groups_cluster):
+    health.registry.probe()
+    groups_cluster.pause("billing_r1")
+    Invoice.objects.create(number=8)
+    time.sleep(1.2)
+    health.registry.probe()  # billing_r1 is now over a second behind
+
+    with use_replica(max_lag=1):
+        bounded = (port_of(Item), port_of(Invoice))
+    with use_replica(max_lag=60):
+        loose = port_of(Invoice)
+
+    assert bounded[0] in DEFAULT_REPLICAS
+    assert bounded[1] == PORTS["billing"]
+    assert loose == PORTS["billing_r1"]
