@@ -10,7 +10,7 @@ import difflib
 import importlib.util
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from http.cookies import CookieError, Morsel
 from typing import Any
 
@@ -42,6 +42,8 @@ def check_settings(
 ) -> list[CheckMessage]:
     return [
         *check_replica_databases(),
+        *check_replica_groups(),
+        *check_primary_for(),
         *check_pinning_settings(),
         *check_health_settings(),
         *check_read_your_writes(),
@@ -57,64 +59,258 @@ def _raw_replicas() -> Any:
         return conf.REPLICA_DATABASES
 
 
-def check_replica_databases() -> list[CheckMessage]:
-    raw = _raw_replicas()
-    try:
-        weights = replica_weights(raw)
-        smooth_sequence(weights)
-    except (TypeError, ValueError) as exc:
-        return [
-            Error(
-                str(exc),
-                hint="Use a list of aliases, or a dict {alias: weight} with "
-                "integer weights (0 takes a replica out of rotation).",
-                id="multidb.E002",
+def _group_setting(primary: str) -> str:
+    return f"MULTIDB_REPLICA_GROUPS[{primary!r}]"
+
+
+def _replica_settings() -> list[tuple[str, str, Any]]:
+    """``(primary, the setting that lists its replicas, its value)`` for each
+    group, ``default`` first, as ``multidb.groups`` reads them."""
+    groups = configured("MULTIDB_REPLICA_GROUPS")
+    if not isinstance(groups, Mapping):
+        groups = {}  # check_replica_groups reports it
+    if DEFAULT_DB_ALIAS in groups:
+        found = [
+            (
+                DEFAULT_DB_ALIAS,
+                _group_setting(DEFAULT_DB_ALIAS),
+                groups[DEFAULT_DB_ALIAS],
             )
         ]
-    if not any(weights.values()):
+    else:
+        found = [(DEFAULT_DB_ALIAS, "REPLICA_DATABASES", _raw_replicas())]
+    found.extend(
+        (primary, _group_setting(primary), replicas)
+        for primary, replicas in groups.items()
+        if isinstance(primary, str) and primary != DEFAULT_DB_ALIAS
+    )
+    return found
+
+
+def _primaries() -> set[str]:
+    """``default`` and every other primary of ``MULTIDB_REPLICA_GROUPS``."""
+    groups = configured("MULTIDB_REPLICA_GROUPS")
+    others = groups if isinstance(groups, Mapping) else ()
+    return {DEFAULT_DB_ALIAS, *(key for key in others if isinstance(key, str))}
+
+
+def _bad_replicas(name: str, problem: Exception) -> Error:
+    if name == "REPLICA_DATABASES":
+        message, check_id = str(problem), "multidb.E002"
+    else:
+        # replica_weights() and smooth_sequence() name the setting they were
+        # written for; here the replicas come from another one.
+        message = str(problem).replace("REPLICA_DATABASES", name, 1)
+        check_id = SETTING_IDS["MULTIDB_REPLICA_GROUPS"]
+    return Error(
+        message,
+        hint=f"Make {name} a list of aliases, or a dict {{alias: weight}} with "
+        "integer weights (0 takes a replica out of rotation).",
+        id=check_id,
+    )
+
+
+def check_replica_databases() -> list[CheckMessage]:
+    """Every group's replicas: ``default``'s (``REPLICA_DATABASES``, or
+    ``MULTIDB_REPLICA_GROUPS["default"]``), then each other primary's."""
+    listed = _replica_settings()
+    messages: list[CheckMessage] = []
+    weights_of: dict[str, dict[str, int]] = {}
+    for primary, name, raw in listed:
+        try:
+            weights = replica_weights(raw)
+            smooth_sequence(weights)
+        except (TypeError, ValueError) as exc:
+            messages.append(_bad_replicas(name, exc))
+        else:
+            weights_of[primary] = weights
+    if not messages and not any(any(w.values()) for w in weights_of.values()):
+        # Not for each group: a primary of its own without replicas is fine.
+        single = len(listed) == 1
         return [
             CheckWarning(
                 "No replica databases are configured: every read goes to "
-                f"'{DEFAULT_DB_ALIAS}'.",
-                hint="List your replicas' aliases in REPLICA_DATABASES.",
+                + (f"{DEFAULT_DB_ALIAS!r}." if single else "a primary."),
+                hint=f"List your replicas' aliases in {listed[0][1]}."
+                if single
+                else "List each primary's replicas in MULTIDB_REPLICA_GROUPS.",
                 id="multidb.W001",
             )
         ]
+    primaries = _primaries()
+    #: Each replica seen so far: (its primary, the setting that lists it).
+    first_seen: dict[str, tuple[str, str]] = {}
+    for primary, name, _ in listed:
+        for alias in weights_of.get(primary, {}):
+            if alias in primaries:
+                messages.append(_primary_as_replica(name, primary, alias))
+                continue
+            if alias in first_seen:
+                other, other_name = first_seen[alias]
+                messages.append(
+                    Error(
+                        f"{alias!r} is listed as a replica of both {other!r} "
+                        f"and {primary!r}: a replica replicates one primary.",
+                        hint=f"Remove {alias!r} from {other_name} or from {name}.",
+                        id="multidb.E029",
+                    )
+                )
+            else:
+                first_seen[alias] = (primary, name)
+            if alias not in settings.DATABASES:
+                messages.append(
+                    Error(
+                        f"{name} names {alias!r}, which is not in DATABASES.",
+                        hint=f"Add {alias!r} to DATABASES or remove it from {name}.",
+                        id="multidb.E001",
+                    )
+                )
+            elif not _test_mirror(alias):
+                messages.append(
+                    CheckWarning(
+                        f"Replica {alias!r} is not a test mirror: under the test "
+                        "runner, Django would try to create a test database on it.",
+                        hint=f'Set DATABASES[{alias!r}]["TEST"] = '
+                        f'{{"MIRROR": "{primary}"}}.',
+                        id="multidb.W005",
+                    )
+                )
+    return messages
+
+
+def _primary_as_replica(name: str, primary: str, alias: str) -> Error:
+    if alias == primary:
+        return Error(
+            f"{name} lists {primary!r}, the primary: reads would alternate "
+            "between the primary and the replicas, and multidb_status would "
+            "leave it out.",
+            hint=f"Remove {primary!r} from {name}. For the primary to take a "
+            "share of reads, add a second DATABASES alias with its settings "
+            f'(and TEST {{"MIRROR": "{primary}"}}) and list that one.',
+            id="multidb.E009",
+        )
+    return Error(
+        f"{name} lists {alias!r}, which is a primary itself: reads of "
+        f"{primary!r}'s data would go to another primary, which does not "
+        "replicate it.",
+        hint=f"Remove {alias!r} from {name}: a database is either a primary "
+        "(a key of MULTIDB_REPLICA_GROUPS, or default) or a replica of one.",
+        id="multidb.E031",
+    )
+
+
+def check_replica_groups() -> list[CheckMessage]:
+    """``MULTIDB_REPLICA_GROUPS`` itself: a dict keyed by primaries in
+    ``DATABASES`` (its groups' replicas are ``check_replica_databases``'s)."""
+    groups = configured("MULTIDB_REPLICA_GROUPS")
+    if groups is None:
+        return []
+    if not isinstance(groups, Mapping):
+        return [
+            _bad_value(
+                "MULTIDB_REPLICA_GROUPS",
+                groups,
+                "a dict {primary alias: list of replica aliases or {alias: weight}}",
+            )
+        ]
     messages: list[CheckMessage] = []
-    for alias in weights:
-        if alias == DEFAULT_DB_ALIAS:
+    for primary in groups:
+        if not isinstance(primary, str):
             messages.append(
                 Error(
-                    f"REPLICA_DATABASES lists {DEFAULT_DB_ALIAS!r}, the primary: "
-                    "reads would alternate between the primary and the "
-                    "replicas, and multidb_status would leave it out.",
-                    hint=f"Remove {DEFAULT_DB_ALIAS!r} from REPLICA_DATABASES. "
-                    "For the primary to take a share of reads, add a second "
-                    "DATABASES alias with its settings (and TEST "
-                    f'{{"MIRROR": "{DEFAULT_DB_ALIAS}"}}) and list that one.',
-                    id="multidb.E009",
+                    f"MULTIDB_REPLICA_GROUPS has the key {primary!r}, which is "
+                    "not a database alias (a string).",
+                    hint="Key MULTIDB_REPLICA_GROUPS by the aliases of the "
+                    "primaries in DATABASES.",
+                    id=SETTING_IDS["MULTIDB_REPLICA_GROUPS"],
                 )
             )
-        elif alias not in settings.DATABASES:
+        elif primary not in settings.DATABASES:
             messages.append(
                 Error(
-                    f"REPLICA_DATABASES names {alias!r}, which is not in DATABASES.",
-                    hint=f"Add {alias!r} to DATABASES or remove it from "
-                    "REPLICA_DATABASES.",
-                    id="multidb.E001",
+                    f"MULTIDB_REPLICA_GROUPS names the primary {primary!r}, "
+                    "which is not in DATABASES.",
+                    hint=f"Add {primary!r} to DATABASES or remove it from "
+                    "MULTIDB_REPLICA_GROUPS.",
+                    id="multidb.E030",
                 )
             )
-        elif not _test_mirror(alias):
+    if DEFAULT_DB_ALIAS in groups:
+        for name in ("REPLICA_DATABASES", "SLAVE_DATABASES"):
+            if hasattr(settings, name):
+                messages.append(
+                    Error(
+                        f"Both {name} and MULTIDB_REPLICA_GROUPS"
+                        f"[{DEFAULT_DB_ALIAS!r}] list the replicas of "
+                        f"{DEFAULT_DB_ALIAS!r}: the routers would use the "
+                        f"second and ignore {name}.",
+                        hint=f"Remove {name}, or {DEFAULT_DB_ALIAS!r} from "
+                        f"MULTIDB_REPLICA_GROUPS ({name} is its shorthand).",
+                        id="multidb.E028",
+                    )
+                )
+                break
+    return messages
+
+
+def check_primary_for() -> list[CheckMessage]:
+    target = configured("MULTIDB_PRIMARY_FOR")
+    if target is None:
+        return []
+    if isinstance(target, str):
+        return _check_chooser(target)
+    if not isinstance(target, Mapping):
+        return [_bad_value("MULTIDB_PRIMARY_FOR", target, _PRIMARY_FOR_VALUE)]
+    primaries = _primaries()
+    messages: list[CheckMessage] = []
+    for key, alias in target.items():
+        if not isinstance(key, str):
             messages.append(
-                CheckWarning(
-                    f"Replica {alias!r} is not a test mirror: under the test "
-                    "runner, Django would try to create a test database on it.",
-                    hint=f'Set DATABASES[{alias!r}]["TEST"] = '
-                    f'{{"MIRROR": "{DEFAULT_DB_ALIAS}"}}.',
-                    id="multidb.W005",
+                Error(
+                    f"MULTIDB_PRIMARY_FOR has the key {key!r}, which is not an "
+                    "app label or 'app_label.ModelName' (a string).",
+                    hint="Key MULTIDB_PRIMARY_FOR by app labels, such as "
+                    "'billing', or by 'app_label.ModelName'.",
+                    id=SETTING_IDS["MULTIDB_PRIMARY_FOR"],
+                )
+            )
+        if not isinstance(alias, str) or alias not in primaries:
+            messages.append(
+                Error(
+                    f"MULTIDB_PRIMARY_FOR maps {key!r} to {alias!r}, which is "
+                    f"not a primary: neither {DEFAULT_DB_ALIAS!r} nor a key of "
+                    "MULTIDB_REPLICA_GROUPS.",
+                    hint=f"Map {key!r} to one of {sorted(primaries)}, or add "
+                    "that primary to MULTIDB_REPLICA_GROUPS with its replicas "
+                    "(a list, empty if it has none).",
+                    id="multidb.E033",
                 )
             )
     return messages
+
+
+_PRIMARY_FOR_VALUE = (
+    "a dict {app label or 'app_label.ModelName': primary alias}, the dotted "
+    "path of a callable (model, **hints) -> alias or None, or None"
+)
+
+
+def _check_chooser(path: str) -> list[CheckMessage]:
+    try:
+        chooser = import_string(path)
+    except Exception as exc:  # importing runs the module: anything can fail
+        problem = f"which cannot be imported ({type(exc).__name__}: {exc})"
+    else:
+        if callable(chooser):
+            return []
+        problem = f"which names {type(chooser).__name__} {chooser!r}, not a callable"
+    return [
+        Error(
+            f"MULTIDB_PRIMARY_FOR is {path!r}, {problem}.",
+            hint=f"Set MULTIDB_PRIMARY_FOR to {_PRIMARY_FOR_VALUE}.",
+            id=SETTING_IDS["MULTIDB_PRIMARY_FOR"],
+        )
+    ]
 
 
 def _test_mirror(alias: str) -> Any:
@@ -144,6 +340,8 @@ SETTING_IDS = {
     "MULTIDB_MIN_SERVING_REPLICAS": "multidb.E022",
     "MULTIDB_CATCH_UP_WAIT": "multidb.E025",
     "MULTIDB_MONOTONIC_READS": "multidb.E026",
+    "MULTIDB_REPLICA_GROUPS": "multidb.E027",
+    "MULTIDB_PRIMARY_FOR": "multidb.E032",
 }
 
 

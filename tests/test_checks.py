@@ -14,12 +14,16 @@ from django.core.checks import Error, registry, run_checks
 from django.core.checks import Warning as CheckWarning
 from django.http import HttpResponse
 from django.test import override_settings
+from hypothesis import HealthCheck, event, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from multidb import (
     MasterSlaveRouter,
     PinningMasterSlaveRouter,
     PinningReplicaRouter,
     ReplicaRouter,
+    groups,
 )
 from multidb.checks import (
     SETTING_IDS,
@@ -35,6 +39,8 @@ from multidb.checks import (
 from multidb.conf import DEFAULTS, Settings
 from multidb.middleware import PinningRouterMiddleware
 from multidb.tokens import MAX_COOKIE_SECONDS
+from tests.app.models import Item
+from tests.conftest import reset_state
 
 MIDDLEWARE = "multidb.middleware.PinningRouterMiddleware"
 SESSIONS = "django.contrib.sessions.middleware.SessionMiddleware"
@@ -844,3 +850,438 @@ def test_a_bad_catch_up_wait_or_monotonic_reads_setting_is_an_error(name, value)
 def test_valid_catch_up_wait_and_monotonic_reads_settings_pass(name, value):
     with override_settings(**{name: value}):
         assert check_consistency_settings() == []
+
+
+# --- MULTIDB_REPLICA_GROUPS, MULTIDB_PRIMARY_FOR ---------------------------------
+
+_SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+#: A second primary and its replicas, for the groups' tests.
+BILLING_DATABASES = {
+    "billing": dict(_SQLITE),
+    "billing_r1": {**_SQLITE, "TEST": {"MIRROR": "billing"}},
+    "billing_r2": {**_SQLITE, "TEST": {"MIRROR": "billing"}},
+}
+TWO_GROUPS = {
+    "default": ["replica1", "replica2"],
+    "billing": {"billing_r1": 2, "billing_r2": 1},
+}
+
+
+@contextmanager
+def grouped(*, replica_databases=True, **values):
+    """``values`` set, and ``billing`` with its replicas in ``DATABASES``;
+    ``REPLICA_DATABASES`` kept or removed.  Without ``setting_changed`` (see
+    ``settings_without_signals``): Django warns about overriding ``DATABASES``,
+    and the checks only read the settings."""
+    databases = copy.deepcopy({**settings.DATABASES, **BILLING_DATABASES})
+    with settings_without_signals(DATABASES=databases, **values):
+        if not replica_databases:
+            del settings.REPLICA_DATABASES
+        yield
+
+
+def choose_billing(model, **hints):
+    return "billing"
+
+
+@pytest.mark.parametrize(
+    ("replica_databases", "groups", "primary_for"),
+    [
+        (False, TWO_GROUPS, {"app": "billing", "auth.User": "default"}),
+        (True, {"billing": TWO_GROUPS["billing"]}, {"app.item": "billing"}),
+        (False, TWO_GROUPS, f"{__name__}.choose_billing"),
+        (True, {"billing": []}, {"app": "billing"}),
+    ],
+)
+def test_a_valid_two_group_configuration_produces_no_messages(
+    replica_databases, groups, primary_for
+):
+    with grouped(
+        replica_databases=replica_databases,
+        MULTIDB_REPLICA_GROUPS=groups,
+        MULTIDB_PRIMARY_FOR=primary_for,
+    ):
+        assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    "groups",
+    [
+        ["default", "billing"],
+        "billing",
+        {1: ["billing_r1"]},
+        {("billing",): ["billing_r1"]},
+        {"billing": "billing_r1"},
+        {"billing": 3},
+        {"billing": [1]},
+        {"billing": {"billing_r1": -1}},
+        {"billing": {"billing_r1": 1.5}},
+        {"billing": {"billing_r1": True}},
+        {"billing": {"billing_r1": 10_000, "billing_r2": 1}},
+    ],
+)
+def test_e027_for_replica_groups_that_are_not_a_dict_of_aliases_to_replicas(groups):
+    with grouped(MULTIDB_REPLICA_GROUPS=groups):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E027"]
+    assert isinstance(messages[0], Error)
+    assert "MULTIDB_REPLICA_GROUPS" in messages[0].msg
+    assert "REPLICA_DATABASES" not in messages[0].msg
+    assert "MULTIDB_REPLICA_GROUPS" in messages[0].hint
+
+
+def test_e027_names_the_group_whose_replicas_are_bad():
+    with grouped(
+        replica_databases=False,
+        MULTIDB_REPLICA_GROUPS={"default": "replica1", "billing": ["billing_r1", 2]},
+    ):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E027", "multidb.E027"]
+    assert messages[0].msg.startswith("MULTIDB_REPLICA_GROUPS['default'] must be")
+    assert messages[1].msg == (
+        "MULTIDB_REPLICA_GROUPS['billing']: alias 2 is not a string."
+    )
+
+
+@pytest.mark.parametrize("shorthand", ["REPLICA_DATABASES", "SLAVE_DATABASES"])
+def test_e028_for_default_replicas_in_both_the_shorthand_and_the_groups(shorthand):
+    with grouped(replica_databases=False, MULTIDB_REPLICA_GROUPS=TWO_GROUPS):
+        setattr(settings, shorthand, ["replica1"])
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E028"]
+    assert shorthand in messages[0].msg
+    assert "MULTIDB_REPLICA_GROUPS['default']" in messages[0].msg
+
+
+def test_with_both_the_replicas_checked_for_default_are_the_groups():
+    with grouped(
+        REPLICA_DATABASES=["missing"],
+        MULTIDB_REPLICA_GROUPS={"default": ["replica1", "gone"]},
+    ):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E001", "multidb.E028"]
+    assert messages[0].msg == (
+        "MULTIDB_REPLICA_GROUPS['default'] names 'gone', which is not in DATABASES."
+    )
+
+
+@pytest.mark.parametrize(
+    ("replica_databases", "groups"),
+    [
+        (True, {"billing": ["billing_r1", "replica2"]}),
+        (False, {"default": ["replica1", "replica2"], "billing": {"replica2": 1}}),
+    ],
+)
+def test_e029_for_a_replica_listed_in_two_groups(replica_databases, groups):
+    with grouped(replica_databases=replica_databases, MULTIDB_REPLICA_GROUPS=groups):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E029"]
+    assert messages[0].msg.startswith(
+        "'replica2' is listed as a replica of both 'default' and 'billing'"
+    )
+
+
+def test_e030_for_a_group_primary_not_in_databases():
+    with grouped(MULTIDB_REPLICA_GROUPS={"ledger": ["billing_r1"]}):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E030"]
+    assert "'ledger'" in messages[0].msg
+    assert "DATABASES" in messages[0].hint
+
+
+def test_e001_for_each_group_replica_not_in_databases():
+    with grouped(
+        REPLICA_DATABASES=["replica1", "gone"],
+        MULTIDB_REPLICA_GROUPS={"billing": ["billing_r1", "missing"]},
+    ):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E001", "multidb.E001"]
+    assert (
+        messages[0].msg == "REPLICA_DATABASES names 'gone', which is not in DATABASES."
+    )
+    assert messages[1].msg == (
+        "MULTIDB_REPLICA_GROUPS['billing'] names 'missing', which is not in DATABASES."
+    )
+    assert "MULTIDB_REPLICA_GROUPS['billing']" in messages[1].hint
+
+
+def test_e009_for_a_group_that_lists_its_own_primary():
+    with grouped(MULTIDB_REPLICA_GROUPS={"billing": ["billing", "billing_r1"]}):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E009"]
+    assert "MULTIDB_REPLICA_GROUPS['billing'] lists 'billing'" in messages[0].msg
+    assert '"MIRROR": "billing"' in messages[0].hint
+
+
+def test_w005_for_a_group_replica_that_is_not_a_test_mirror_names_its_primary():
+    with grouped(MULTIDB_REPLICA_GROUPS={"billing": ["billing_r1", "billing_r2"]}):
+        del settings.DATABASES["billing_r2"]["TEST"]
+        messages = check_settings()
+    assert ids(messages) == ["multidb.W005"]
+    assert messages[0].hint == (
+        'Set DATABASES[\'billing_r2\']["TEST"] = {"MIRROR": "billing"}.'
+    )
+
+
+@pytest.mark.parametrize(
+    ("replica_databases", "groups", "listed", "by"),
+    [
+        (True, {"billing": ["billing_r1", "default"]}, "'default'", "'billing'"),
+        (
+            True,
+            {"billing": ["billing_r1"], "ledger": ["billing"]},
+            "'billing'",
+            "'ledger'",
+        ),
+        (False, {"default": ["billing"], "billing": []}, "'billing'", "'default'"),
+    ],
+)
+def test_e031_for_a_primary_listed_as_a_replica_of_another_group(
+    replica_databases, groups, listed, by
+):
+    with grouped(replica_databases=replica_databases, MULTIDB_REPLICA_GROUPS=groups):
+        settings.DATABASES["ledger"] = dict(_SQLITE)
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E031"]
+    assert f"lists {listed}, which is a primary itself" in messages[0].msg
+    assert f"reads of {by}'s data" in messages[0].msg
+
+
+def test_e031_for_a_primary_listed_in_replica_databases():
+    with grouped(
+        REPLICA_DATABASES=["replica1", "billing"],
+        MULTIDB_REPLICA_GROUPS={"billing": ["billing_r1"]},
+    ):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E031"]
+    assert messages[0].msg.startswith("REPLICA_DATABASES lists 'billing'")
+
+
+@pytest.mark.parametrize(
+    "primary_for",
+    [
+        {"app": "replica1"},
+        {"app": "missing"},
+        {"app": "ledger"},
+        {"app": None},
+        {"app": ["billing"]},
+        {"app": "Billing"},
+    ],
+)
+def test_e033_for_primary_for_naming_an_alias_that_is_no_primary(primary_for):
+    with grouped(
+        MULTIDB_REPLICA_GROUPS={"billing": []}, MULTIDB_PRIMARY_FOR=primary_for
+    ):
+        settings.DATABASES["ledger"] = dict(_SQLITE)
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E033"]
+    assert "MULTIDB_PRIMARY_FOR maps 'app' to " in messages[0].msg
+    assert "['billing', 'default']" in messages[0].hint
+
+
+def test_e033_for_primary_for_naming_another_primary_without_groups():
+    with grouped(MULTIDB_PRIMARY_FOR={"app": "billing"}):
+        assert ids(check_settings()) == ["multidb.E033"]
+
+
+@pytest.mark.parametrize("key", [1, None, ("app", "Item")])
+def test_e032_for_a_primary_for_key_that_is_not_a_string(key):
+    with grouped(MULTIDB_PRIMARY_FOR={key: "default"}):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E032"]
+    assert "MULTIDB_PRIMARY_FOR has the key" in messages[0].msg
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("no.such.module.choose", "cannot be imported (ModuleNotFoundError"),
+        (f"{__name__}.no_such_chooser", "cannot be imported (ImportError"),
+        ("choose_billing", "cannot be imported (ImportError"),
+        ("", "cannot be imported (ImportError"),
+        ("multidb.conf.DEFAULT_DB_ALIAS", "names str 'default', not a callable"),
+        ("multidb.conf", "names module"),
+    ],
+)
+def test_e032_for_a_primary_for_path_that_is_not_an_importable_callable(path, problem):
+    with grouped(MULTIDB_PRIMARY_FOR=path):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E032"]
+    assert problem in messages[0].msg
+    assert messages[0].hint.startswith("Set MULTIDB_PRIMARY_FOR to a dict")
+
+
+def test_e032_for_a_primary_for_path_whose_module_fails_to_import(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "chooser_needing_an_app.py").write_text(
+        'raise RuntimeError("Model class X is not in INSTALLED_APPS.")\n'
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with grouped(MULTIDB_PRIMARY_FOR="chooser_needing_an_app.choose"):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E032"]
+    assert "RuntimeError: Model class X is not in INSTALLED_APPS." in messages[0].msg
+
+
+@pytest.mark.parametrize("primary_for", [5, ["billing"], True, b"app"])
+def test_e032_for_primary_for_of_another_type(primary_for):
+    with grouped(MULTIDB_PRIMARY_FOR=primary_for):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.E032"]
+    assert messages[0].hint.startswith("Set MULTIDB_PRIMARY_FOR to a dict")
+    assert messages[0].hint.endswith("or remove it for the default, None.")
+
+
+def test_w001_only_when_no_group_has_replicas():
+    with grouped(replica_databases=False, MULTIDB_REPLICA_GROUPS={"billing": []}):
+        messages = check_settings()
+    assert ids(messages) == ["multidb.W001"]
+    assert messages[0].msg.endswith("every read goes to a primary.")
+    assert "MULTIDB_REPLICA_GROUPS" in messages[0].hint
+    with grouped(replica_databases=False, MULTIDB_REPLICA_GROUPS={"default": []}):
+        (message,) = check_settings()
+    assert (
+        message.hint
+        == "List your replicas' aliases in MULTIDB_REPLICA_GROUPS['default']."
+    )
+
+
+# --- the groups' checks on any value ----------------------------------------------
+
+_ALIASES = ["default", "replica1", "replica2", *BILLING_DATABASES, "missing", ""]
+aliases = st.sampled_from(_ALIASES)
+#: Anything hashable that is no alias: a dict key or a list item.
+not_text = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.binary(max_size=4),
+    st.tuples(aliases),
+)
+junk = not_text | st.text(max_size=8)
+#: Replicas as the settings take them.
+well_formed_replicas = st.lists(aliases, max_size=3) | st.dictionaries(
+    aliases, st.integers(0, 3), max_size=3
+)
+#: Mostly the replicas in DATABASES (so that some examples pass the checks).
+listed = st.sampled_from(["replica1", "replica2", "billing_r1", "billing_r2"]) | aliases
+primaries = st.sampled_from(["default", "billing"]) | aliases
+replicas = st.one_of(
+    well_formed_replicas,
+    st.lists(aliases | junk, max_size=4),
+    st.dictionaries(
+        aliases | junk, st.integers(-1, 3) | st.just(10_000) | junk, max_size=4
+    ),
+    junk,
+)
+#: Importing arbitrary names runs arbitrary modules: only these.
+CHOOSERS = [
+    f"{__name__}.choose_billing",
+    f"{__name__}.no_such_chooser",
+    "no.such.module.choose",
+    "multidb.conf.DEFAULT_DB_ALIAS",
+    "multidb.conf",
+    "",
+    "choose_billing",
+]
+MODEL_KEYS = ["app", "app.item", "APP.Item", "auth"]
+#: The errors that mean the routers could not use the groups as configured.
+GROUP_ERRORS = {"multidb.E001", "multidb.E002", "multidb.E009"} | {
+    f"multidb.E0{n}" for n in range(27, 34)
+}
+fuzz_settings = hypothesis_settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+@contextmanager
+def fuzzed(replica_databases, replica_groups, primary_for):
+    """The example's settings, read afresh on the way in and out."""
+    with grouped(
+        replica_databases=replica_databases is not None,
+        MULTIDB_REPLICA_GROUPS=replica_groups,
+        MULTIDB_PRIMARY_FOR=primary_for,
+    ):
+        if replica_databases is not None:
+            settings.REPLICA_DATABASES = replica_databases
+        reset_state()
+        try:
+            yield
+        finally:
+            reset_state()
+
+
+@fuzz_settings
+@given(
+    replica_databases=st.none() | replicas,
+    replica_groups=st.one_of(
+        st.none(),
+        st.dictionaries(aliases | junk, replicas, max_size=4),
+        st.lists(aliases, max_size=3),
+        junk,
+    ),
+    primary_for=st.one_of(
+        st.none(),
+        st.dictionaries(st.sampled_from(MODEL_KEYS) | junk, aliases | junk, max_size=3),
+        st.sampled_from(CHOOSERS),
+        not_text,
+    ),
+)
+def test_the_checks_never_raise_on_any_replica_groups_or_primary_for(
+    replica_databases, replica_groups, primary_for
+):
+    with fuzzed(replica_databases, replica_groups, primary_for):
+        messages = check_settings()
+    assert all(message.id.startswith("multidb.") for message in messages)
+
+
+@st.composite
+def replica_layouts(draw):
+    """``(REPLICA_DATABASES, MULTIDB_REPLICA_GROUPS)`` as a site writes them:
+    aliases dealt out to the primaries, so that now and then a replica lands
+    in two groups, or a primary or an unknown alias among the replicas."""
+    keys = draw(st.lists(primaries, max_size=3, unique=True))
+    shorthand = draw(st.booleans())
+    places = [*keys, *(["REPLICA_DATABASES"] * shorthand)]
+    dealt = {place: {} for place in places}
+    for alias in draw(st.lists(listed, max_size=6)) if places else ():
+        dealt[draw(st.sampled_from(places))][alias] = draw(st.integers(0, 3))
+    as_lists = draw(st.booleans())
+
+    def shaped(weights):
+        return list(weights) if as_lists else weights
+
+    replica_databases = shaped(dealt.pop("REPLICA_DATABASES")) if shorthand else None
+    groups = {key: shaped(weights) for key, weights in dealt.items()}
+    return replica_databases, groups if keys or draw(st.booleans()) else None
+
+
+@fuzz_settings
+@example(layout=(["replica1"], {"billing": ["replica1"]}), primary_for=None)
+@example(layout=(None, {"default": ["billing"], "billing": []}), primary_for=None)
+@given(
+    layout=replica_layouts(),
+    primary_for=st.none()
+    | st.dictionaries(st.sampled_from(MODEL_KEYS), aliases, max_size=2),
+)
+def test_groups_that_pass_the_checks_are_groups_the_routers_can_use(
+    layout, primary_for
+):
+    with fuzzed(*layout, primary_for):
+        passed = not GROUP_ERRORS.intersection(ids(check_settings()))
+        event("passed the checks" if passed else "failed the checks")
+        if passed:
+            primary_of = {}
+            for primary, weights in groups.groups().items():
+                assert primary in settings.DATABASES
+                # With every weight 0 (W001), no alias is checked: none is used.
+                for alias in (alias for alias, w in weights.items() if w):
+                    assert alias in settings.DATABASES
+                    assert alias not in primary_of, (alias, primary_of)
+                    primary_of[alias] = primary
+            assert not set(groups.groups()).intersection(primary_of)
+            assert groups.is_primary(groups.primary_for(Item))
