@@ -39,11 +39,15 @@ Commands:
   shell                  django-admin shell with tests.settings.
   tox [TOX ARGS...]      Run the tox matrix (Python x Django), e.g.
                          ./run.sh tox -e py312-django61
-  demo [--serve [--port N]]
+  demo [--groups] [--serve [--port N]]
                          A real PostgreSQL primary and replica (1 s behind)
                          behind a demo site: a scripted, self-checking
                          scenario of reads after writes; with --serve, the
                          site at http://127.0.0.1:8000/ until Ctrl-C.
+                         --groups: also a second, independent primary
+                         (billing) with its own replica, 1 s behind too, and
+                         an invoices app living on it: the scenario goes on
+                         to pins, cookie tokens and health per replica group.
   bench [--quick] [--check]
                          Benchmarks against django-multidb-router 0.11,
                          loaded side by side (benchmarks/README.md): the

@@ -2,6 +2,11 @@
 streaming replica (``replica``) on 127.0.0.1, at the ports given by the
 environment variables ``MULTIDB_DEMO_PRIMARY_PORT`` and
 ``MULTIDB_DEMO_REPLICA_PORT`` (``python -m demo`` sets them).
+
+With ``MULTIDB_DEMO_BILLING_PORT`` and ``MULTIDB_DEMO_BILLING_REPLICA_PORT``
+set too (``python -m demo --groups``), a second, independent primary
+``billing`` and its replica ``billing_r1`` form a second replica group, and
+the ``invoices`` app lives on ``billing``.
 """
 
 from __future__ import annotations
@@ -48,8 +53,20 @@ DATABASES = {
 }
 REPLICA_DATABASES = ["replica"]
 DATABASE_ROUTERS = ["multidb.PinningReplicaRouter"]
-
 INSTALLED_APPS = ["multidb", "demo.notes"]
+
+#: ``python -m demo --groups``: a second primary with a replica of its own.
+GROUPS = "MULTIDB_DEMO_BILLING_PORT" in os.environ
+if GROUPS:
+    DATABASES["billing"] = database(_port("MULTIDB_DEMO_BILLING_PORT"))
+    DATABASES["billing_r1"] = database(
+        _port("MULTIDB_DEMO_BILLING_REPLICA_PORT"), TEST={"MIRROR": "billing"}
+    )
+    # The default group stays REPLICA_DATABASES, its shorthand: naming it
+    # here as well would be an error.
+    MULTIDB_REPLICA_GROUPS = {"billing": ["billing_r1"]}
+    MULTIDB_PRIMARY_FOR = {"invoices": "billing"}
+    INSTALLED_APPS.append("demo.invoices")
 MIDDLEWARE = [
     "multidb.middleware.PinningRouterMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,3 +1,4 @@
+from django.apps import apps
 from django.urls import path
 
 from demo.notes import views
@@ -8,3 +9,8 @@ urlpatterns = [
     path("notes/", views.notes),
     path("health/", health),
 ]
+
+if apps.is_installed("demo.invoices"):
+    from demo.invoices.views import invoices
+
+    urlpatterns.append(path("invoices/", invoices))

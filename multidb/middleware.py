@@ -88,7 +88,7 @@ def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
         if value is not None
     ]
     # A cookie and a header: follow the stricter of the two.
-    pin = functools.reduce(tokens.stricter, (found for found, _ in pins), NO_PIN)
+    pin = functools.reduce(stricter, (found for found, _ in pins), NO_PIN)
     if type(pin) is not int:
         return pin, None
     return pin, next(value for found, value in pins if found == pin)

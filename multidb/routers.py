@@ -734,19 +734,15 @@ def _install() -> None:
     except (TypeError, ValueError, ImportError):
         # A bad setting: the system checks say which; routing raises it.
         grouped = False
-    ReplicaRouter.db_for_read = (  # type: ignore[method-assign]
+    ReplicaRouter.db_for_read = (
         route_read_ignoring_pins_grouped if grouped else route_read_ignoring_pins
     )
-    PinningReplicaRouter.db_for_read = (  # type: ignore[method-assign]
-        route_read_grouped if grouped else route_read
-    )
-    ReplicaRouter.db_for_write = (  # type: ignore[method-assign]
-        route_write_grouped if grouped else route_write
-    )
-    ReplicaRouter.allow_relation = (  # type: ignore[method-assign]
+    PinningReplicaRouter.db_for_read = route_read_grouped if grouped else route_read
+    ReplicaRouter.db_for_write = route_write_grouped if grouped else route_write
+    ReplicaRouter.allow_relation = (
         allow_relation_grouped if grouped else _allow_any_relation
     )
-    ReplicaRouter.allow_migrate = (  # type: ignore[method-assign]
+    ReplicaRouter.allow_migrate = (
         allow_migrate_grouped if grouped else _allow_migrate_on_default
     )
 

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from asgiref.sync import sync_to_async
-from django.db import connections
+from django.apps import apps
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+
+from demo.servers import which
 
 from .models import Note
 
 
 def index(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"notes": "/notes/", "health": "/health/"})
-
-
-def _server(alias: str) -> dict[str, Any]:
-    """Ask the server behind ``alias`` (this thread's connection) who it is."""
-    with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT inet_server_port(), pg_is_in_recovery()")
-        port, in_recovery = cursor.fetchone()
-    return {
-        "server": "replica" if in_recovery else "primary",
-        "port": port,
-        "alias": alias,
-    }
+    paths = {"notes": "/notes/", "health": "/health/"}
+    if apps.is_installed("demo.invoices"):
+        paths["invoices"] = "/invoices/"
+    return JsonResponse(paths)
 
 
 async def notes(request: HttpRequest) -> HttpResponse:
@@ -43,6 +34,6 @@ async def notes(request: HttpRequest) -> HttpResponse:
     listed = [note.as_dict() async for note in queryset[:20]]
     count = await queryset.acount()
     # Same thread as the async ORM's queries above, so the same connection.
-    server = await sync_to_async(_server)(alias)
+    server = await sync_to_async(which)(alias)
     body = {**server, "count": count, "notes": listed}
     return JsonResponse(body, json_dumps_params={"indent": 2})
