@@ -309,7 +309,7 @@ NAMES = {
 
 
 def payload(positions: dict[str, int]) -> str:
-    """A token's positions as it carries them (``default:LSN;billing:LSN``)."""
+    """A token's positions as it carries them (``default:LSN|billing:LSN``)."""
     return ";".join(f"{alias}:{lsn:X}" for alias, lsn in positions.items())
 
 

@@ -150,12 +150,10 @@ def _note_atomic_view(
     """Tell ``request``'s state whether Django's handler runs ``view_func``
     in ``atomic()`` on the primary (``ATOMIC_REQUESTS`` is on there)."""
     state = _state_of(request)
-    if state is None:
-        return
     non_atomic = getattr(view_func, "_non_atomic_requests", ())
-    if default_atomic and DEFAULT_DB_ALIAS not in non_atomic:
+    if state is not None and default_atomic and DEFAULT_DB_ALIAS not in non_atomic:
         state.atomic_view = True
-    if groups.active():
+    if state is not None and groups.active():
         state.atomic_groups = frozenset(
             primary
             for primary in groups.groups()

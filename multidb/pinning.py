@@ -453,8 +453,17 @@ def _watch_primary(sender: Any, connection: Any, **kwargs: Any) -> None:
     alias = connection.alias
     if alias == DEFAULT_DB_ALIAS:
         watch_primary(connection)
-    elif groups.primary_of(alias) == alias:
+    elif _other_primary(alias):
         watch_group_primary(connection)
+
+
+def _other_primary(alias: str) -> bool:
+    """Whether ``alias`` is another group's primary than ``default``."""
+    try:
+        return groups.active() and groups.is_primary(alias)
+    except (TypeError, ValueError, ImportError):
+        # A bad setting must not fail a connection: the checks report it.
+        return False
 
 
 # At import, as the routers and the middleware load before any request.

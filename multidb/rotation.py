@@ -94,14 +94,10 @@ class Rotation:
             self.next = itertools.repeat(primary).__next__
 
 
-def _primary_itself(primary: str) -> str:
-    return primary
-
-
 #: Where a read of a group goes when it has replicas but none is usable,
-#: given the group's primary: ``multidb.routers`` installs its policy
-#: (``MULTIDB_NO_REPLICA``) here.
-when_none_usable: Callable[[str], str] = _primary_itself
+#: given the group's primary: the primary itself (``str`` of an alias), until
+#: ``multidb.routers`` installs its policy (``MULTIDB_NO_REPLICA``) here.
+when_none_usable: Callable[[str], str] = str
 
 
 def _none_usable(primary: str) -> str:
@@ -180,13 +176,12 @@ _group_rotations: dict[str, Rotation] = {}
 
 
 def group_rotation(primary: str) -> Rotation:
-    """The current rotation of ``primary``'s replicas, built on first use."""
+    """The current rotation of another primary's replicas than ``default``'s,
+    built on first use."""
     try:
         return _group_rotations[primary]
     except KeyError:
         pass
-    if primary == DEFAULT_DB_ALIAS:
-        return rotation()
     with _lock:
         built = _group_rotations[primary] = Rotation(
             groups.replicas_of(primary), _excluded, primary

@@ -637,10 +637,9 @@ def _group_within_bound(scope: BoundedScope, primary: str, pins: bool) -> str:
         within = [a for a in within if known.get(a, -1) >= position]
         if not within:
             return primary
-    preferred = state.pick() if state is not None else within[0]
-    if preferred in within:
-        return preferred
-    return min(within, key=lambda a: (_lag_key(lags[a]), a))
+    # The request's own replica if it is within the bound, else the freshest.
+    preferred = state.pick() if state is not None else None
+    return min(within, key=lambda a: (a != preferred, _lag_key(lags[a]), a))
 
 
 #: ``{model: primary}`` as ``MULTIDB_PRIMARY_FOR``'s mapping places them.

@@ -47,8 +47,9 @@ LEGACY_VALUE: Final = "y"
 #: Longer values are not even looked at: they pin by time.  A token for ten
 #: primaries with long aliases, encrypted, stays well under it.
 MAX_TOKEN_LENGTH: Final = 1024
-#: Separates the positions of several primaries in one token.
-SEPARATOR: Final = ";"
+#: Separates the positions of several primaries in one token: a character
+#: a cookie value may hold unquoted (``;`` would be escaped as ``\073``).
+SEPARATOR: Final = "|"
 
 #: Browsers cap a cookie's lifetime at 400 days (and Python's dates end in
 #: the year 9999): no cookie asks for longer.
@@ -297,7 +298,7 @@ def groups_token(
     time pins) ``carried`` holds, with the position now of each primary in
     ``written`` (one query each; a time pin where that fails).
 
-    Its payload is ``default:LSN;billing:LSN``; None when it would be empty.
+    Its payload is ``default:LSN|billing:LSN``; None when it would be empty.
     """
     position_of = position_of or primary_position
     parts: dict[str, Pin] = {}

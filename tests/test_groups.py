@@ -8,8 +8,10 @@ servers do is proven in tests/groups, against two real primaries.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -402,3 +404,59 @@ def test_the_middleware_notes_atomic_requests_on_each_primary():
             end_request(token)
     finally:
         billing["ATOMIC_REQUESTS"] = False
+
+
+# --- corners ---------------------------------------------------------------------
+
+
+@override_settings(MULTIDB_REPLICA_GROUPS=5)
+def test_a_bad_groups_setting_fails_no_connection_and_no_router():
+    PinningReplicaRouter()  # the checks report it (multidb.E027)
+
+    created = SimpleNamespace(alias="billing", execute_wrappers=[])
+    pinning._watch_primary(None, created)  # connection_created
+
+    assert PinningReplicaRouter.db_for_read is routers.route_read
+    assert created.execute_wrappers == []
+
+
+def test_a_request_keeps_a_state_for_each_primary_it_uses(settings):
+    settings.MULTIDB_REPLICA_GROUPS = {**GROUPS, "tenant": []}
+    with request_scope(NO_PIN) as request:
+        billing, tenant = request.group("billing"), request.group("tenant")
+
+        assert request.group("billing") is billing
+        assert (billing.primary, tenant.primary) == ("billing", "tenant")
+        assert tenant.pick() == "tenant"  # no replicas: its primary
+
+
+def test_a_position_settles_no_replica_once_the_request_wrote_meanwhile():
+    state = pinning.GroupState("billing", TIME_PIN)
+    current = rotation.group_rotation("billing")
+
+    assert routers._settle_group(state, "billing_r1", current, 5) == "billing"
+    assert state.settled is None
+
+
+@pytest.mark.django_db(transaction=True, databases=["default"])
+def test_in_a_request_reads_in_an_atomic_block_on_default_go_to_default():
+    router = pinning_router()
+    with request_scope(NO_PIN), transaction.atomic():
+        assert router.db_for_read(Item) == "default"
+        assert router.db_for_read(User) == "billing_r1"
+
+
+def test_routing_a_billing_write_on_an_event_loop_opens_no_connection():
+    async def write() -> str:
+        return pinning_router().db_for_write(User)
+
+    with request_scope(NO_PIN):
+        assert asyncio.run(write()) == "billing"
+
+
+def test_a_bounded_block_before_any_probe_reads_billing(settings):
+    router = pinning_router()
+    rotation.group_rotation("billing")  # built: no prober starts below
+    settings.MULTIDB_HEALTH_CHECK_INTERVAL = 60
+    with use_replica(max_lag=5):
+        assert router.db_for_read(User) == "billing"

@@ -97,6 +97,7 @@ def test_the_tokens_for_both_groups_round_trip_through_the_cookie(groups_cluster
     for alias in ALL_REPLICAS:
         groups_cluster.resume(alias)
     groups_cluster.wait_caught_up()
+    health.registry.probe()  # the prober has seen them replay: no query
     caught_up = client.get("/both/").json()
 
     assert set(after_billing) == {"billing"} and after_billing["billing"]
@@ -232,7 +233,8 @@ def test_write_token_holds_each_primarys_position_and_read_after_honours_each(
     assert token is not None
 
     with read_after(token):
-        behind = (port_of(Item), port_of(Invoice))
+        # The second read of each group asks no replica again.
+        behind = (port_of(Item), port_of(Invoice), port_of(Item), port_of(Invoice))
     for alias in ALL_REPLICAS:
         groups_cluster.resume(alias)
     groups_cluster.wait_caught_up()
@@ -241,7 +243,7 @@ def test_write_token_holds_each_primarys_position_and_read_after_honours_each(
 
     decoded = tokens._decode(token)
     assert decoded is not None and set(decoded[0]) == {"default", "billing"}
-    assert behind == (PORTS["default"], PORTS["billing"])
+    assert behind == (PORTS["default"], PORTS["billing"]) * 2
     assert caught_up[0] in DEFAULT_REPLICAS
     assert caught_up[1] == PORTS["billing_r1"]
 
@@ -324,3 +326,24 @@ def test_a_staleness_bound_holds_for_each_group_by_its_own_lag(groups_cluster):
     assert bounded[0] in DEFAULT_REPLICAS
     assert bounded[1] == PORTS["billing"]
     assert loose == PORTS["billing_r1"]
+
+
+@override_settings(MULTIDB_HEALTH_CHECK_INTERVAL=60, MULTIDB_REPLICA_MAX_LAG=None)
+def test_a_staleness_bound_with_a_billing_token_needs_a_replica_past_both(
+    groups_cluster,
+):
+    Invoice.objects.create(number=9)
+    token = write_token()
+    groups_cluster.wait_caught_up()
+    health.registry.probe()  # billing_r1 seen past the token, 0 behind
+    with read_after(token), use_replica(max_lag=60):
+        past = port_of(Invoice)
+    groups_cluster.pause("billing_r1")
+    Invoice.objects.create(number=10)
+    later = write_token()
+    health.registry.probe()  # within 60 s, but not past the later token
+    with read_after(later), use_replica(max_lag=60):
+        behind = port_of(Invoice)
+
+    assert past == PORTS["billing_r1"]
+    assert behind == PORTS["billing"]

@@ -8,7 +8,8 @@ import pytest
 from django.test import override_settings
 
 from multidb import read_after, tokens, write_token
-from multidb.pinning import NO_PIN, TIME_PIN, current_request
+from multidb.pinning import NO_PIN, TIME_PIN, RequestState, current_request
+from tests.billing.models import Invoice
 from tests.conftest import request_scope, run_middleware, token_for
 
 
@@ -51,7 +52,7 @@ def test_an_encrypted_token_for_two_primaries_round_trips():
 
 def test_parts_for_an_alias_that_is_no_primary_are_dropped():
     signed = tokens.signing.TimestampSigner(salt=tokens.SALT).sign(
-        "default:A;replica1:B;billing:C"
+        "default:A|replica1:B|billing:C"
     )
 
     assert tokens.pins_for(signed) == (10, {"billing": 12})
@@ -122,3 +123,28 @@ def test_a_post_that_wrote_nothing_passes_on_the_tokens_it_came_with():
     value = carried.cookies["multidb_pin_writes"].value
     assert tokens.pins_for(value) == (NO_PIN, {"billing": 2})
     assert tokens.pins_for(bare.cookies["multidb_pin_writes"].value)[0] is TIME_PIN
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_cookie_for_two_primaries_is_sent_unquoted():
+    def wrote_both(state: RequestState) -> None:
+        state.wrote = True
+        state.group("billing").wrote = True
+
+    _, response = run_middleware("GET", after=wrote_both)
+    header = response.cookies["multidb_pin_writes"].OutputString()
+    value = response.cookies["multidb_pin_writes"].value
+
+    assert '"' not in header and "\\" not in header
+    assert set(tokens._decode(value)[0]) == {"default", "billing"}  # type: ignore[index]
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_request_that_wrote_to_billing_alone_sends_billings_position_alone():
+    _, response = run_middleware(
+        "GET", after=lambda state: Invoice.objects.create(number=11)
+    )
+
+    first, others = tokens.pins_for(response.cookies["multidb_pin_writes"].value)
+    assert first is NO_PIN
+    assert set(others) == {"billing"} and type(others["billing"]) is int  # type: ignore[index]
