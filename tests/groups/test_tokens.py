@@ -5,12 +5,13 @@ positions): what a token carries for each group, and how the middleware and
 from __future__ import annotations
 
 import pytest
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 
 from multidb import read_after, tokens, write_token
+from multidb.middleware import PinningRouterMiddleware
 from multidb.pinning import NO_PIN, TIME_PIN, RequestState, current_request
 from tests.billing.models import Invoice
-from tests.conftest import request_scope, run_middleware, token_for
+from tests.conftest import request_scope, respond, run_middleware, token_for
 
 
 def test_a_token_for_two_primaries_gives_each_its_pin():
@@ -148,3 +149,16 @@ def test_a_request_that_wrote_to_billing_alone_sends_billings_position_alone():
     first, others = tokens.pins_for(response.cookies["multidb_pin_writes"].value)
     assert first is NO_PIN
     assert set(others) == {"billing"} and type(others["billing"]) is int  # type: ignore[index]
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_process_response_by_hand_without_a_request_state_sends_defaults_position():
+    """Code that drives the middleware by hand, as with 0.11, may call
+    ``process_response`` alone: an unsafe request gets default's position."""
+    request = RequestFactory().post("/")
+    middleware = PinningRouterMiddleware(respond)
+
+    response = middleware.process_response(request, respond(request))
+
+    first, others = tokens.pins_for(response.cookies["multidb_pin_writes"].value)
+    assert type(first) is int and others == {}
