@@ -29,7 +29,7 @@ GROUP_SETTINGS = REPLICA_SETTINGS | {"MULTIDB_REPLICA_GROUPS", "MULTIDB_PRIMARY_
 class _Layout:
     """The groups as configured, worked out once per settings change."""
 
-    __slots__ = ("weights", "primary_of", "others", "mapping", "chooser")
+    __slots__ = ("weights", "primary_of", "mapping", "chooser")
 
     def __init__(self) -> None:
         raw = conf.REPLICA_GROUPS or {}
@@ -52,8 +52,6 @@ class _Layout:
             self.primary_of[primary] = primary
             for alias in weights:
                 self.primary_of.setdefault(alias, primary)
-        #: The primaries other than ``default``.
-        self.others: tuple[str, ...] = tuple(self.weights)[1:]
         target = conf.PRIMARY_FOR
         self.mapping: dict[str, str] = {}
         self.chooser: Callable[..., str | None] | None = None
@@ -104,14 +102,10 @@ def groups() -> dict[str, dict[str, int]]:
     return layout().weights
 
 
-#: What ``replicas_of`` answers for an alias that is no primary.
-NO_GROUP: dict[str, int] = {}
-
-
 def replicas_of(primary: str) -> dict[str, int]:
-    """``primary``'s replicas with their weights (``NO_GROUP`` for an alias
-    that is not a primary)."""
-    return layout().weights.get(primary, NO_GROUP)
+    """``primary``'s replicas with their weights (none for an alias that is
+    not a primary)."""
+    return layout().weights.get(primary, {})
 
 
 def is_primary(alias: str) -> bool:

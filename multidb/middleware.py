@@ -104,27 +104,37 @@ def _incoming_grouped(
     """``_incoming`` with replica groups: also the other primaries' pins."""
     cookie, header = _pin_values(request)
     unsafe = request.method not in READ_ONLY_METHODS
-    pin, incoming = _incoming(request)
     if (cookie is None and header is None) or (
         conf.PINNING_MODE == "time" or (unsafe and conf.PIN_UNSAFE_METHODS)
     ):
         # No token, or one that does not count: the method pins every group
         # by time, or none.
-        return pin, incoming, TIME_PIN if pin is TIME_PIN else {}
+        method_pin, carried = _incoming(request)
+        return method_pin, carried, TIME_PIN if method_pin is TIME_PIN else {}
     invalid = tokens.invalid_pin()
+    pin: Pin = NO_PIN
     others: TimePin | dict[str, Pin] = {}
+    valid: list[tuple[Pin, str]] = []
     for value in (cookie, header):
         if value is None:
             continue
-        found = tokens.pins_for(value, invalid)[1]
-        if isinstance(found, TimePin) or isinstance(others, TimePin):
-            others = TIME_PIN
+        found = tokens.read(value, invalid)
+        if found is None:
+            pin = stricter(pin, invalid)
+            if invalid is TIME_PIN:
+                others = TIME_PIN
             continue
-        for primary, group_pin in found.items():
-            others[primary] = stricter(others.get(primary), group_pin)
-    if incoming is None:
-        # The token is passed on whole, whichever group it holds positions for.
-        incoming = next((v for v in (cookie, header) if v and tokens.is_valid(v)), None)
+        first, rest = found
+        pin = stricter(pin, first)
+        valid.append((first, value))
+        if not isinstance(others, TimePin):
+            for primary, group_pin in rest.items():
+                others[primary] = stricter(others.get(primary), group_pin)
+    # As ``_incoming``: the value that holds the position read first; with
+    # none, the token is passed on whole, whichever groups it holds.
+    incoming = next((v for first, v in valid if first == pin), None)
+    if incoming is None and valid:
+        incoming = valid[0][1]
     return pin, incoming, others
 
 
@@ -211,7 +221,7 @@ def _position_token(
     the positions it came with for the others."""
     if not groups.active():
         return tokens.position_token()
-    carried = [v for v in _pin_values(request) if v is not None and tokens.is_valid(v)]
+    carried = [v for v in _pin_values(request) if v is not None]
     written = []
     if state is None or state.wrote or getattr(response, "_db_write", False):
         written.append(DEFAULT_DB_ALIAS)

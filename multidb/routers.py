@@ -547,7 +547,8 @@ def route_group_read(primary: str, pins: bool = True) -> str:
     elif isinstance(rule, BoundedScope):
         return _group_within_bound(rule, primary, pins)
     elif rule is _ANY_REPLICA:
-        return (request.group(primary) if request else _sticky(primary)).pick()
+        holder = request.group(primary) if request else rotation.GroupSticky(primary)
+        return holder.pick()
     elif rule is not _FREE and rule is not _PINS:
         return cast(str, rule.pick())  # a replica use_replica(alias) forces
     state = request.group(primary) if request is not None else None
@@ -562,10 +563,6 @@ def route_group_read(primary: str, pins: bool = True) -> str:
         if pinned is not NO_PIN:
             return _group_read_after(state, cast(int, pinned))
     return state.pick()
-
-
-def _sticky(primary: str) -> rotation.GroupSticky:
-    return rotation.GroupSticky(primary)
 
 
 def _in_group_atomic(primary: str, state: GroupState | None) -> bool:

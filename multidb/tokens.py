@@ -127,7 +127,12 @@ def pin_for(value: str, invalid: Pin = TIME_PIN) -> Pin:
     decoded = _decode(value)
     if decoded is None:
         return invalid
-    parts, signer = decoded
+    return _default_pin(*decoded, value, invalid)
+
+
+def _default_pin(
+    parts: dict[str, str], signer: signing.TimestampSigner, value: str, invalid: Pin
+) -> Pin:
     lsn = parts.get(DEFAULT_DB_ALIAS)
     if lsn is None:
         if groups.active() and all(map(groups.is_primary, parts)):
@@ -138,22 +143,31 @@ def pin_for(value: str, invalid: Pin = TIME_PIN) -> Pin:
     return _part_pin(DEFAULT_DB_ALIAS, lsn, signer, value, invalid)
 
 
-def pins_for(
-    value: str, invalid: Pin = TIME_PIN
-) -> tuple[Pin, TimePin | dict[str, Pin]]:
-    """``pin_for`` for every group: ``default``'s pin, and the other
-    primaries' (``{primary: pin}``, or a time pin for all of them when the
-    value is not a valid token and ``invalid`` is one)."""
+def read(value: str, invalid: Pin = TIME_PIN) -> tuple[Pin, dict[str, Pin]] | None:
+    """Every group's pin in a valid token: ``default``'s, and the other
+    primaries' as ``{primary: pin}``; None for a value that is not one."""
     decoded = _decode(value)
     if decoded is None:
-        return invalid, TIME_PIN if invalid is TIME_PIN else {}
+        return None
     parts, signer = decoded
     others = {
         primary: _part_pin(primary, lsn, signer, value, invalid)
         for primary, lsn in parts.items()
         if primary != DEFAULT_DB_ALIAS and groups.is_primary(primary)
     }
-    return pin_for(value, invalid), others
+    return _default_pin(parts, signer, value, invalid), others
+
+
+def pins_for(
+    value: str, invalid: Pin = TIME_PIN
+) -> tuple[Pin, TimePin | dict[str, Pin]]:
+    """``pin_for`` for every group: ``default``'s pin, and the other
+    primaries' (``{primary: pin}``, or a time pin for all of them when the
+    value is not a valid token and ``invalid`` is one)."""
+    found = read(value, invalid)
+    if found is None:
+        return invalid, TIME_PIN if invalid is TIME_PIN else {}
+    return found
 
 
 def _decode(value: str) -> tuple[dict[str, str], signing.TimestampSigner] | None:
@@ -294,17 +308,21 @@ def position_token() -> str:
 def groups_token(
     carried: list[str], written: list[str], position_of: Any = None
 ) -> str | None:
-    """One token for several primaries: the valid positions (and unexpired
-    time pins) ``carried`` holds, with the position now of each primary in
-    ``written`` (one query each; a time pin where that fails).
+    """One token for several primaries: the positions (and unexpired time
+    pins) of the valid tokens among ``carried``, with the position now of
+    each primary in ``written`` (one query each; a time pin where that
+    fails).
 
     Its payload is ``default:LSN|billing:LSN``; None when it would be empty.
     """
     position_of = position_of or primary_position
     parts: dict[str, Pin] = {}
     for value in carried:
-        first, others = pins_for(value, NO_PIN)
-        for alias, pin in ((DEFAULT_DB_ALIAS, first), *others.items()):  # type: ignore[union-attr]
+        found = read(value, NO_PIN)
+        if found is None:
+            continue
+        first, others = found
+        for alias, pin in ((DEFAULT_DB_ALIAS, first), *others.items()):
             parts[alias] = stricter(parts.get(alias), pin)
     for alias in written:
         position = position_of(alias)
@@ -331,11 +349,6 @@ def _rank(order: list[str], alias: str) -> int:
 def _group_writes(request: RequestState) -> list[str]:
     written = [DEFAULT_DB_ALIAS] if request.wrote else []
     return written + request.groups_written()
-
-
-def is_valid(value: str) -> bool:
-    """Whether ``value`` is a validly signed token (of any age)."""
-    return _decode(value) is not None
 
 
 def write_token() -> str | None:
@@ -423,5 +436,5 @@ __all__ = [
     "pin_for",
     "pins_for",
     "groups_token",
-    "is_valid",
+    "read",
 ]

@@ -33,27 +33,23 @@ def report() -> tuple[bool, dict[str, Any]]:
     primary = statuses[0]
     replicas = [status for status in statuses if status.role == "replica"]
     usable = sum(status.usable for status in replicas)
-    if not groups.active():
+    by_group = _by_group(statuses) if groups.active() else None
+    if by_group is None:
         healthy = (
             primary.state == health_module.OK and usable >= conf.HEALTH_MIN_REPLICAS
         )
-        return healthy, {
-            "status": "ok" if healthy else "fail",
-            "usable_replicas": usable,
-            "min_replicas": conf.HEALTH_MIN_REPLICAS,
-            "primary": primary.as_dict(),
-            "replicas": [status.as_dict() for status in replicas],
-        }
-    by_group = _by_group(statuses)
-    healthy = all(group["status"] == "ok" for group in by_group.values())
-    return healthy, {
+    else:
+        healthy = all(group["status"] == "ok" for group in by_group.values())
+    body = {
         "status": "ok" if healthy else "fail",
         "usable_replicas": usable,
         "min_replicas": conf.HEALTH_MIN_REPLICAS,
         "primary": primary.as_dict(),
         "replicas": [status.as_dict() for status in replicas],
-        "groups": by_group,
     }
+    if by_group is not None:
+        body["groups"] = by_group
+    return healthy, body
 
 
 def _by_group(statuses: list[health_module.DatabaseStatus]) -> dict[str, Any]:

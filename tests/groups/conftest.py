@@ -8,31 +8,12 @@ with ``-m "not postgres"``.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.conf import settings
 
 from multidb.testing.control import SiteCluster
 
 SETTINGS_MODULE = "tests.groups.settings"
-HERE = Path(__file__).parent
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.postgres)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """``-m "not postgres"`` deselects this whole session: a success, not
-    pytest's "no tests collected" (exit 5)."""
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and "not postgres" in (
-        session.config.option.markexpr or ""
-    ):
-        session.exitstatus = pytest.ExitCode.OK
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -162,3 +162,27 @@ def test_process_response_by_hand_without_a_request_state_sends_defaults_positio
 
     first, others = tokens.pins_for(response.cookies["multidb_pin_writes"].value)
     assert type(first) is int and others == {}
+
+
+@override_settings(MULTIDB_PINNING_HEADER="X-Multidb-Token")
+def test_a_garbled_cookie_pins_every_group_whatever_valid_header_comes_with_it():
+    state, _ = run_middleware("GET", "garbage", token_for(default=1, billing=2))
+
+    assert state.pinned is TIME_PIN
+    assert state.group("billing").pinned is TIME_PIN
+
+
+@override_settings(MULTIDB_INVALID_TOKEN="ignore")
+def test_a_garbled_cookie_pins_no_group_when_invalid_tokens_are_ignored():
+    state, _ = run_middleware("GET", "garbage")
+
+    assert state.pinned is NO_PIN
+    assert state.group("billing").pinned is NO_PIN
+
+
+@pytest.mark.django_db(transaction=True, databases="__all__")
+def test_a_post_with_a_garbled_cookie_that_wrote_nothing_gets_a_time_pin():
+    _, response = run_middleware("POST", "garbage")
+
+    value = response.cookies["multidb_pin_writes"].value
+    assert tokens._decode(value)[0] == {"default": ""}  # type: ignore[index]

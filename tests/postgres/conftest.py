@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg_pool.base
@@ -28,7 +27,6 @@ from multidb.testing.control import SiteCluster
 SETTINGS_MODULE = "tests.postgres.settings"
 #: A user's site with its own suite, run by test_pytest_plugin.py in a copy.
 collect_ignore = ["sample_site"]
-HERE = Path(__file__).parent
 #: What a client of PgBouncer sees when the server behind it is stopped (see
 #: ``PgBouncer``): a query that waited in vain, or a fast failure after that.
 PGBOUNCER_UNREACHABLE = ("query_wait_timeout", "server login has been failing")
@@ -40,22 +38,6 @@ PGBOUNCER_UNREACHABLE = ("query_wait_timeout", "server login has been failing")
 # connecting while a fuzz test drew failed that test at random.  The pool gets
 # a generator of its own.
 psycopg_pool.base.random = random.Random().random
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if HERE in Path(item.path).parents:
-            item.add_marker(pytest.mark.postgres)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """``-m "not postgres"`` deselects this whole session: that is a success,
-    not pytest's "no tests collected" (exit 5), e.g. under tox."""
-    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and "not postgres" in (
-        session.config.option.markexpr or ""
-    ):
-        session.exitstatus = pytest.ExitCode.OK
 
 
 def pytest_configure(config: pytest.Config) -> None:
