@@ -148,11 +148,6 @@ def route_read(router: object, model: object, **hints: object) -> str:
         if request.rotation.current:
             return request.alias
         return _repick(request)
-    return _route_read_forced(scope, request)
-
-
-def _route_read_forced(scope: Scope, request: RequestState | None) -> str:
-    """``route_read`` in a block, or in a pinned request."""
     if scope.bound is not None:
         return read_within_bound(scope)  # type: ignore[arg-type]
     if scope.replica is not None:
@@ -675,7 +670,8 @@ def route_read_grouped(router: object, model: object, **hints: object) -> str:
         if request.rotation.current:
             return request.alias
         return _repick(request)
-    return _route_read_forced(scope, request)
+    # In a block, or a pinned request: a call more costs little next to it.
+    return route_read(router, model)
 
 
 def route_read_ignoring_pins_grouped(
