@@ -138,9 +138,14 @@ def _incoming_grouped(
     return pin, incoming, others
 
 
-def _begin(request: HttpRequest) -> Token[Any]:
-    """Start ``request``'s routing scope, and remember its state on it."""
-    if groups.active():
+def _begin(request: HttpRequest, grouped: bool | None = None) -> Token[Any]:
+    """Start ``request``'s routing scope, and remember its state on it.
+
+    ``grouped``: whether replica groups are configured, if the caller knows.
+    """
+    if grouped is None:
+        grouped = groups.active()
+    if grouped:
         token = begin_request(*_incoming_grouped(request))
     else:
         token = begin_request(*_incoming(request))
@@ -315,6 +320,9 @@ class PinningRouterMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
         self.default_atomic = _atomic_requests(DEFAULT_DB_ALIAS)
+        # Read once, as Django makes its middleware once: a call to ask on
+        # every request is a good part of what the middleware costs.
+        self.grouped = groups.active()
         if any(map(_atomic_requests, groups.groups())):
             # Only then does the view matter, and Django calls (under ASGI:
             # awaits) a process_view on every request once there is one.  A
@@ -326,7 +334,7 @@ class PinningRouterMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        token = _begin(request)
+        token = _begin(request, self.grouped)
         try:
             response = self.get_response(request)
             return self.process_response(request, response)
@@ -334,7 +342,7 @@ class PinningRouterMiddleware:
             end_request(token)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        token = _begin(request)
+        token = _begin(request, self.grouped)
         try:
             response: HttpResponseBase = await self.get_response(request)
             state = _state_of(request)
