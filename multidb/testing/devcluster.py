@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -646,6 +646,37 @@ def _env_name(alias: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def _signal_wakeup() -> Iterator[socket.socket | None]:
+    """A socket that becomes readable when a signal arrives, for the command
+    loop's ``select()``.
+
+    Python runs a signal's handler between two bytecodes: one that arrives
+    just before ``select()`` blocks would wait for the next command to be
+    run, so SIGTERM could go unanswered.  Only the main thread can set it:
+    elsewhere, None.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    reader, writer = socket.socketpair()
+    with reader, writer:
+        reader.setblocking(False)
+        writer.setblocking(False)
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        try:
+            yield reader
+        finally:
+            signal.set_wakeup_fd(previous)
+
+
+def _drain(reader: socket.socket | None) -> None:
+    assert reader is not None
+    with contextlib.suppress(BlockingIOError):
+        while reader.recv(4096):
+            pass
+
+
 class DevCluster:
     """One run: start the cluster, print how to reach it, take commands until
     stopped, stop it."""
@@ -870,8 +901,10 @@ class DevCluster:
         """Take commands from standard input and the control socket until
         ``quit`` or a signal."""
         # select(), not epoll: it accepts /dev/null and regular files.
-        with selectors.SelectSelector() as sel:
+        with selectors.SelectSelector() as sel, _signal_wakeup() as wakeup:
             sel.register(listener, selectors.EVENT_READ, "control")
+            if wakeup is not None:
+                sel.register(wakeup, selectors.EVENT_READ, "signal")
             fd = self._stdin_fd()
             tty = fd is not None and os.isatty(fd)
             if fd is not None:
@@ -879,7 +912,9 @@ class DevCluster:
             self._prompt(tty)
             while not self.stopping():
                 for key, _ in sel.select():
-                    if key.data == "control":
+                    if key.data == "signal":
+                        _drain(wakeup)
+                    elif key.data == "control":
                         self._serve_client(controller, listener)
                     else:
                         assert fd is not None
