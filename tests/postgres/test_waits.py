@@ -195,12 +195,23 @@ def went_back(answers: list[dict[str, Any]]) -> list[tuple[int, int]]:
 
 
 def read_newest(client: Client, path: str, times: int) -> list[dict[str, Any]]:
+    """Each answer, with the token position the request carried (``in``)
+    and the one its response set (``set``), to tell a failure's story."""
     answers = []
     for _ in range(times):
+        carried = client.cookies.get(pinning_cookie())
         response = client.get(path)
         assert response.status_code == 200, response.content
-        answers.append(response.json())
+        answer = response.json()
+        answer["in"] = tokens.pin_for(carried.value) if carried else None
+        set_ = response.cookies.get(pinning_cookie())
+        answer["set"] = tokens.pin_for(set_.value) if set_ else None
+        answers.append(answer)
     return answers
+
+
+def story(answers: list[dict[str, Any]]) -> str:
+    return "\n".join(map(str, answers))
 
 
 @pytest.fixture
@@ -226,7 +237,7 @@ def test_without_monotonic_reads_a_reader_alternating_replicas_goes_back(path):
 def test_with_monotonic_reads_a_reader_alternating_replicas_never_goes_back(path):
     answers = read_newest(Client(), path, 30)
 
-    assert went_back(answers) == []
+    assert went_back(answers) == [], story(answers)
     # It still reads a replica, the one that is ahead.
     assert port("replica2") in {answer["port"] for answer in answers}
 
@@ -241,7 +252,7 @@ async def test_with_monotonic_reads_an_async_stack_never_goes_back():
         answers.append((await client.get("/async-newest/")).json())
     await sync_to_async(connections.close_all)()
 
-    assert went_back(answers) == []
+    assert went_back(answers) == [], story(answers)
     assert port("replica2") in {answer["port"] for answer in answers}
 
 
