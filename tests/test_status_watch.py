@@ -17,7 +17,6 @@ from django.test import override_settings
 
 from multidb import health
 from multidb.health import DatabaseStatus
-from multidb.management.commands import _watch
 from multidb.management.commands._watch import (
     BLOCKS,
     NO_FIGURE,
@@ -61,7 +60,7 @@ def test_a_sparkline_leaves_unsampled_cells_blank_and_dots_those_without_a_figur
     assert sparkline([None, math.nan, 2.0, None]) == f" {NO_FIGURE}{HIGH} "
 
 
-def test_buckets_keep_the_largest_lag_of_each_cell_and_drop_samples_outside_the_window():
+def test_buckets_keep_each_cells_largest_lag_and_drop_samples_outside_the_window():
     samples = [(39.0, 5.0), (100.0, 1.0), (101.0, 3.0), (101.5, 2.0), (161.0, 9.0)]
 
     cells = buckets(samples, now=160.0, window=60.0, width=30)
@@ -108,12 +107,13 @@ def test_the_line_covers_a_minute_whatever_the_interval(interval):
 
     assert len(line) == WIDTH
     assert line.strip(" ") == line  # every cell sampled: no gap
-    assert set(line[: WIDTH // 2 - 1]) == {LOW} and set(line[WIDTH // 2 + 1 :]) == {HIGH}
+    half = WIDTH // 2
+    assert set(line[: half - 1]) == {LOW} and set(line[half + 1 :]) == {HIGH}
     # No more samples kept than the minute holds.
     assert len(history._lags["replica1"]) <= WINDOW / interval + 1
 
 
-# --- state changes ---------------------------------------------------------------------
+# --- state changes ---------------------------------------------------------------
 
 
 def replica(alias: str, state: str = "ok", lag: float | None = 0.0) -> DatabaseStatus:
@@ -170,13 +170,18 @@ def test_the_watched_table_keeps_the_group_column_with_replica_groups():
 
     assert header[:3] == ("GROUP", "ALIAS", "ROLE")
     assert header[6] == "LAG, LAST MINUTE"
-    assert [row[:2] for row in rows] == [("default", "replica1"), ("billing", "replica2")]
+    assert [row[:2] for row in rows] == [
+        ("default", "replica1"),
+        ("billing", "replica2"),
+    ]
 
 
-# --- the option ------------------------------------------------------------------------
+# --- the option ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("given", "expected"), [("2", 2.0), ("0.2", 0.2), ("1e1", 10.0)])
+@pytest.mark.parametrize(
+    ("given", "expected"), [("2", 2.0), ("0.2", 0.2), ("1e1", 10.0)]
+)
 def test_watch_seconds_are_a_positive_number(given, expected):
     assert seconds(given) == expected
 
@@ -210,7 +215,7 @@ def _command_parser():
     return Command().create_parser("manage.py", "multidb_status")
 
 
-# --- the loop, in this process ---------------------------------------------------------
+# --- the loop, in this process ---------------------------------------------------
 
 
 @pytest.fixture
@@ -259,7 +264,8 @@ def test_multidb_status_watch_prints_the_plain_table_per_refresh_when_not_a_term
     for table in tables[1:]:
         lines = table.strip("\n").splitlines()
         assert re.split(r"\s{2,}", lines[0])[:3] == ["ALIAS", "ROLE", "STATE"]
-        assert [line.split()[0] for line in lines[1:]] == ["default", "replica1", "replica2"]
+        aliases = [line.split()[0] for line in lines[1:]]
+        assert aliases == ["default", "replica1", "replica2"]
         # SQLite has no lag figure: a sampled cell is a dot.
         assert [line.split()[5] for line in lines[2:]] == [NO_FIGURE, NO_FIGURE]
 

@@ -113,7 +113,9 @@ class History:
         self._states: dict[str, str] = {}
         self._changes: dict[str, Change] = {}
 
-    def add(self, statuses: Iterable[health.DatabaseStatus], at: float, clock: str) -> None:
+    def add(
+        self, statuses: Iterable[health.DatabaseStatus], at: float, clock: str
+    ) -> None:
         """Record a refresh's ``statuses``, found at ``at`` (monotonic seconds;
         ``clock`` is that time as shown)."""
         for status in statuses:
@@ -140,7 +142,9 @@ class History:
             return None
         return change
 
-    def rows(self, statuses: list[health.DatabaseStatus], now: float) -> list[tuple[str, ...]]:
+    def rows(
+        self, statuses: list[health.DatabaseStatus], now: float
+    ) -> list[tuple[str, ...]]:
         """The status table's rows, with a changed state marked and the lag
         line after the lag figures."""
         header, *body = rows(statuses)
@@ -151,7 +155,9 @@ class History:
             cells = list(row)
             change = self.change(status.alias, now)
             if change is not None:
-                cells[state] = f"{status.state} (was {change.before}, since {change.clock})"
+                cells[state] = (
+                    f"{status.state} (was {change.before}, since {change.clock})"
+                )
             cells.insert(after, self.line(status.alias, now))
             watched.append(tuple(cells))
         return watched

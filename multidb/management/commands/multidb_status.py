@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -72,8 +72,11 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--watch takes a positive number of seconds, not {options['watch']!r}."
             ) from None
+        # The stream under Django's wrapper, which would end each of rich's
+        # writes with a newline.
+        out = cast(TextIO, self.stdout._out)
         _watch.watch(
-            self.stdout._out,
+            out,
             interval,
             lambda: health.registry.probe(apply=False),
         )
