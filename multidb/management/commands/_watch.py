@@ -167,14 +167,10 @@ def title(clock: str, interval: float) -> str:
     return f"--- {clock}, every {interval:g}s (Ctrl-C to stop) ---"
 
 
-Refresh = Callable[[], list[health.DatabaseStatus]]
-
-
 def watch(
     out: IO[str],
     interval: float,
-    probe: Refresh,
-    sleep: Callable[[float], None] = time.sleep,
+    probe: Callable[[], list[health.DatabaseStatus]],
 ) -> None:
     """Probe and show the table every ``interval`` seconds until Ctrl-C."""
     history = History()
@@ -192,9 +188,9 @@ def watch(
                 table, clock = refresh()
                 out.write(f"{title(clock, interval)}\n{layout(table)}\n")
                 out.flush()
-                sleep(interval)
+                time.sleep(interval)
         else:
-            _live(console, refresh, interval, sleep)
+            _live(console, refresh, interval)
     except KeyboardInterrupt:
         return
 
@@ -218,7 +214,6 @@ def _live(
     console: Console,
     refresh: Callable[[], tuple[list[tuple[str, ...]], str]],
     interval: float,
-    sleep: Callable[[float], None],
 ) -> None:
     from rich.live import Live
     from rich.table import Table
@@ -242,5 +237,5 @@ def _live(
 
     with Live(render(), console=console, auto_refresh=False) as live:
         while True:
-            sleep(interval)
+            time.sleep(interval)
             live.update(render(), refresh=True)
