@@ -58,7 +58,7 @@ class Command(BaseCommand):
             )
 
     def watch(self, options: dict[str, Any]) -> None:
-        # Imported here: it imports this module's table, and rich if present.
+        # Imported here: it imports this module (the table).
         from multidb.management.commands import _watch
 
         for option in ("json", "strict"):
