@@ -172,25 +172,31 @@ def replica1_delayed(pg_cluster: Cluster) -> Iterator[None]:
         pg_cluster.set_apply_delay(node, 0)
 
 
+def fresh_process_env(directory: Path, max_lag: float) -> dict[str, str]:
+    """The environment of a process of its own, run in ``directory``, whose
+    settings are the session's cluster with ``MULTIDB_REPLICA_MAX_LAG``."""
+    (directory / "status_settings.py").write_text(
+        "from tests.postgres.settings import *  # noqa: F403\n"
+        f"MULTIDB_REPLICA_MAX_LAG = {max_lag!r}\n"
+    )
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
+        "DJANGO_SETTINGS_MODULE": "status_settings",
+        # The settings module then describes the session's cluster.
+        "MULTIDB_TEST_PG_PORTS": ",".join(map(str, settings.PG_PORTS)),
+    }
+
+
 def status_in_a_fresh_process(
     directory: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """``manage.py multidb_status`` in a process of its own, against the
     session's cluster, with ``MULTIDB_REPLICA_MAX_LAG = MAX_LAG``."""
-    (directory / "status_settings.py").write_text(
-        "from tests.postgres.settings import *  # noqa: F403\n"
-        f"MULTIDB_REPLICA_MAX_LAG = {MAX_LAG!r}\n"
-    )
     return subprocess.run(
         [sys.executable, "-m", "django", "multidb_status", *args],
         cwd=directory,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(directory), str(ROOT)]),
-            "DJANGO_SETTINGS_MODULE": "status_settings",
-            # The settings module then describes the session's cluster.
-            "MULTIDB_TEST_PG_PORTS": ",".join(map(str, settings.PG_PORTS)),
-        },
+        env=fresh_process_env(directory, MAX_LAG),
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Probe the primary and every replica now and print their role, state, "
         "lag and position. Exits non-zero if the primary is unreachable, or "
-        "with --strict, if any replica is unusable."
+        "with --strict, if any replica is unusable. With --watch, probe "
+        "again and redraw every few seconds until Ctrl-C."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -23,8 +24,21 @@ class Command(BaseCommand):
             action="store_true",
             help="Also fail when any replica is unusable.",
         )
+        parser.add_argument(
+            "--watch",
+            nargs="?",
+            const="2",
+            metavar="SECONDS",
+            help=(
+                "Probe and redraw every SECONDS (default 2) until Ctrl-C, "
+                "with each replica's lag over the last minute."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["watch"] is not None:
+            self.watch(options)
+            return
         statuses = health.registry.probe(apply=False)
         if options["json"]:
             self.stdout.write(json.dumps([s.as_dict() for s in statuses], indent=2))
@@ -43,23 +57,48 @@ class Command(BaseCommand):
                 "to them go to other replicas, or to the primary."
             )
 
+    def watch(self, options: dict[str, Any]) -> None:
+        # Imported here: it imports this module (the table).
+        from multidb.management.commands import _watch
+
+        for option in ("json", "strict"):
+            if options[option]:
+                raise CommandError(
+                    f"--watch shows the table; --{option} is for a single probe."
+                )
+        try:
+            interval = _watch.seconds(options["watch"])
+        except ValueError:
+            raise CommandError(
+                f"--watch takes a positive number of seconds, not {options['watch']!r}."
+            ) from None
+        # The stream under Django's wrapper, which would end each of rich's
+        # writes with a newline.
+        out = cast(TextIO, self.stdout._out)
+        _watch.watch(
+            out,
+            interval,
+            lambda: health.registry.probe(apply=False),
+        )
+
 
 def table(statuses: list[health.DatabaseStatus]) -> str:
+    return layout(rows(statuses))
+
+
+def rows(statuses: list[health.DatabaseStatus]) -> list[tuple[str, ...]]:
+    """The table's header and a row per status, as text cells."""
     if groups.active():
         # One more column, the group: each primary comes before its replicas.
-        return _table(
-            statuses,
-            ("GROUP",),
-            lambda s: (s.group,),
-        )
-    return _table(statuses, (), lambda s: ())
+        return _rows(statuses, ("GROUP",), lambda s: (s.group,))
+    return _rows(statuses, (), lambda s: ())
 
 
-def _table(
+def _rows(
     statuses: list[health.DatabaseStatus],
     first: tuple[str, ...],
     first_cells: Callable[[health.DatabaseStatus], tuple[str, ...]],
-) -> str:
+) -> list[tuple[str, ...]]:
     header = (
         *first,
         "ALIAS",
@@ -70,7 +109,7 @@ def _table(
         "POSITION",
         "REASON",
     )
-    rows = [header] + [
+    return [header] + [
         (
             *first_cells(s),
             s.alias,
@@ -83,7 +122,11 @@ def _table(
         )
         for s in statuses
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+
+def layout(rows: list[tuple[str, ...]]) -> str:
+    """``rows`` in columns as wide as their longest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(
             cell.ljust(width) for cell, width in zip(row, widths, strict=True)
