@@ -18,7 +18,7 @@ from django.core import checks
 from django.test import Client, override_settings
 from django.urls import path
 from django_prometheus.exports import ExportToDjangoView
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from multidb import health, signals
@@ -26,42 +26,13 @@ from multidb.contrib.prometheus import metrics as prometheus_metrics
 from multidb.contrib.prometheus.checks import check_prometheus_client
 from multidb.contrib.prometheus.metrics import OUTCOMES, STATES, Metrics
 from multidb.middleware import PinningRouterMiddleware
+from tests.scraping import names, registry, scrape, series, value
+
+__all__ = ["registry"]  # the fixture
 
 APP = "multidb.contrib.prometheus"
 #: Probes of the SQLite databases need access to them.
 db = pytest.mark.django_db(databases=["default", "replica1", "replica2"])
-
-
-def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
-    """Every sample of ``registry``, through the text exposition format:
-    ``{(name, sorted labels): value}``."""
-    text = generate_latest(registry).decode()
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
-
-
-def names(samples: dict) -> set[str]:
-    return {name for name, _ in samples}
-
-
-@pytest.fixture
-def registry() -> Iterator[CollectorRegistry]:
-    """A registry of its own, with the metrics on it and their receivers
-    connected; disconnected after the test."""
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    metrics.connect()
-    try:
-        yield registry
-    finally:
-        metrics.unregister()
 
 
 def routed(outcome: str = "replica", **kwargs) -> None:
@@ -103,30 +74,14 @@ def test_each_routed_request_counts_its_outcome_token_check_and_position_queries
 
     samples = scrape(registry)
 
-    requests = {
-        (outcome, group): value(
-            samples, "multidb_requests_total", outcome=outcome, group=group
-        )
-        for outcome in (
-            "replica",
-            "primary_token_waiting",
-            "primary_forced",
-            "primary_atomic",
-        )
-        for group in ("default", "billing")
+    requests = series(samples, "multidb_requests_total", "outcome", "group")
+    assert {key: n for key, n in requests.items() if n} == {
+        ("replica", "default"): 2,
+        ("replica", "billing"): 1,
+        ("primary_token_waiting", "default"): 1,
+        ("primary_forced", "default"): 1,
     }
-    assert requests == {
-        ("replica", "default"): 2, ("replica", "billing"): 1,
-        ("primary_token_waiting", "default"): 1, ("primary_token_waiting", "billing"): None,
-        ("primary_forced", "default"): 1, ("primary_forced", "billing"): None,
-        ("primary_atomic", "default"): 0, ("primary_atomic", "billing"): None,
-    }  # fmt: skip
-    checks_by_result = {
-        (labels["result"], labels["group"]): v
-        for (name, label_items), v in samples.items()
-        if name == "multidb_token_checks_total"
-        for labels in [dict(label_items)]
-    }
+    checks_by_result = series(samples, "multidb_token_checks_total", "result", "group")
     assert checks_by_result == {
         ("cached", "default"): 1, ("queried", "default"): 0,
         ("behind", "default"): 1, ("queried", "billing"): 1,
@@ -246,12 +201,8 @@ def test_a_replica_reported_down_shows_in_the_state_gauge_and_the_change_counter
         == 0
     )
     assert value(samples, "multidb_usable_replicas", group="default") == 1
-    changes = {
-        dict(labels)["to"]: v
-        for (name, labels), v in samples.items()
-        if name == "multidb_replica_state_changes_total"
-    }
-    assert changes == {"down": 1}
+    changes = series(samples, "multidb_replica_state_changes_total", "to")
+    assert changes == {("down",): 1}
     assert (
         value(
             samples,
