@@ -87,6 +87,14 @@ def test_a_checked_token_adds_how_it_was_checked(provider, exporter):
     }
 
 
+def test_a_request_that_chose_no_replica_sets_no_read_alias(provider, exporter):
+    with provider.get_tracer("test").start_as_current_span("GET /"):
+        routed(read_alias="")
+
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes) == {"multidb.outcome": "replica"}
+
+
 def test_without_a_recording_span_a_routed_request_costs_a_check_and_records_nothing(
     exporter,
 ):

@@ -31,8 +31,9 @@ def annotate_request(
     span = trace.get_current_span()
     if not span.is_recording():
         return
-    span.set_attribute("multidb.read_alias", read_alias)
     span.set_attribute("multidb.outcome", outcome)
+    if read_alias:  # empty: the request read nothing, no replica was chosen
+        span.set_attribute("multidb.read_alias", read_alias)
     if token_check is not None:
         span.set_attribute("multidb.token_check", token_check)
 
