@@ -8,7 +8,10 @@ server would) and ``ASGIHandler`` (driven with a scope and ``receive`` /
 
 * no middleware at all (the baseline);
 * the seed's ``multidb_seed.middleware.PinningRouterMiddleware``;
-* ours, ``multidb.middleware.PinningRouterMiddleware``.
+* ours, ``multidb.middleware.PinningRouterMiddleware``;
+* ours + metrics: ours with ``multidb.contrib.prometheus``'s receivers
+  connected (on a registry of their own), only while its blocks run: the
+  cost of the ``request_routed`` signal and the counters.
 
 ``MIDDLEWARE`` is read when a handler loads it, so each configuration gets a
 handler of its own.  Rounds are interleaved across all of them; a round's
@@ -28,6 +31,7 @@ This module is also the benchmark's URLconf (``ROOT_URLCONF``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import statistics
@@ -64,12 +68,17 @@ CONFIGS = {
     "none": [],
     "seed": ["multidb_seed.middleware.PinningRouterMiddleware"],
     "ours": ["multidb.middleware.PinningRouterMiddleware"],
+    "ours + metrics": ["multidb.middleware.PinningRouterMiddleware"],
 }
+#: The configurations compared with the seed's added cost, with ``TARGETS``.
+OURS = ("ours", "ours + metrics")
 SERVERS = ("WSGI", "ASGI")
 METHODS = ("GET", "POST")
 BODY = {"GET": b"", "POST": b"title=hello"}
 COOKIE = "multidb_pin_writes"
 
+#: Where each of ``OURS``' ratio to the seed's added cost goes in a row.
+RATIO_KEYS = ("ratio_added_ours_to_seed", "ratio_added_ours_metrics_to_seed")
 #: The added-cost targets: ours / seed at most this (reported, not asserted).
 TARGETS = {"WSGI": 1.0, "ASGI": 0.2}
 
@@ -200,6 +209,13 @@ class Runner:
     def __init__(self) -> None:
         self.handlers = build_handlers()
         self.loop = asyncio.new_event_loop()
+        self.metrics = _Connected()
+
+    def setup(self, config: str) -> contextlib.AbstractContextManager[object]:
+        """What a configuration needs while its requests run."""
+        if config == "ours + metrics":
+            return self.metrics
+        return contextlib.nullcontext()
 
     def serve(
         self,
@@ -210,9 +226,12 @@ class Runner:
         seen: list[Any] | None = None,
     ) -> list[int]:
         handler = self.handlers[server, config]
-        if server == "WSGI":
-            return wsgi_requests(handler, method, count, seen)
-        return self.loop.run_until_complete(asgi_requests(handler, method, count, seen))
+        with self.setup(config):
+            if server == "WSGI":
+                return wsgi_requests(handler, method, count, seen)
+            return self.loop.run_until_complete(
+                asgi_requests(handler, method, count, seen)
+            )
 
     def block(self, server: str, config: str, method: str, count: int) -> float:
         """The median time of ``count`` requests, in nanoseconds.
@@ -251,6 +270,26 @@ class Runner:
 
     def close(self) -> None:
         self.loop.close()
+
+
+class _Connected:
+    """``multidb.contrib.prometheus``'s receivers, connected inside ``with``.
+
+    Signals are process-wide: connected for good, they would be paid by the
+    other configurations' requests too."""
+
+    def __init__(self) -> None:
+        from multidb.contrib.prometheus.metrics import Metrics
+
+        # A registry of none: the counters count, nothing is exported.
+        self.metrics = Metrics(None)
+
+    def __enter__(self) -> object:
+        self.metrics.connect()
+        return self.metrics
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.metrics.disconnect()
 
 
 def _rotated(items: Iterable[str], by: int) -> list[str]:
@@ -301,10 +340,9 @@ def measure_requests(
                         f"{k}_ns": v for k, v in spread(added).items()
                     }
             seed_added = row["seed"]["added"]["median_ns"]
-            ours_added = row["ours"]["added"]["median_ns"]
-            row["ratio_added_ours_to_seed"] = (
-                ours_added / seed_added if seed_added > 0 else None
-            )
+            for config, key in zip(OURS, RATIO_KEYS, strict=True):
+                added = row[config]["added"]["median_ns"]
+                row[key] = added / seed_added if seed_added > 0 else None
             results[f"{server} {method}"] = row
     return results
 
@@ -411,19 +449,20 @@ def measure(quick: bool = False) -> dict[str, Any]:
     finally:
         runner.close()
     targets = []
-    for server in SERVERS:
-        for method in METHODS:
-            ratio = results[f"{server} {method}"]["ratio_added_ours_to_seed"]
-            limit = TARGETS[server]
-            targets.append(
-                {
-                    "target": f"{server} {method}: ours' added cost <= {limit}x"
-                    " the seed's",
-                    "ratio": ratio,
-                    "limit": limit,
-                    "verdict": "n/a" if ratio is None else verdict(ratio, limit),
-                }
-            )
+    for config, key in zip(OURS, RATIO_KEYS, strict=True):
+        for server in SERVERS:
+            for method in METHODS:
+                ratio = results[f"{server} {method}"][key]
+                limit = TARGETS[server]
+                targets.append(
+                    {
+                        "target": f"{server} {method}: {config}' added cost <="
+                        f" {limit}x the seed's",
+                        "ratio": ratio,
+                        "limit": limit,
+                        "verdict": "n/a" if ratio is None else verdict(ratio, limit),
+                    }
+                )
     return {
         "rounds": rounds,
         "block_ms": block_ms,
@@ -453,6 +492,7 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         f"\n  {'request':10} {'no middleware':>14} {'seed added':>11}"
         f" {'p10-p90':>17} {'ours added':>11} {'p10-p90':>17} {'ours/seed':>9}"
+        f" {'+metrics':>9} {'p10-p90':>17} {'+m/seed':>8}"
     )
     for key, row in report["results"].items():
 
@@ -463,11 +503,14 @@ def print_report(report: dict[str, Any]) -> None:
 
         seed, seed_spread = added("seed")
         ours, ours_spread = added("ours")
-        ratio = row["ratio_added_ours_to_seed"]
-        ratio_text = "n/a" if ratio is None else f"{ratio:.2f}x"
+        metered, metered_spread = added("ours + metrics")
+        ratio, metered_ratio = (
+            "n/a" if row[k] is None else f"{row[k]:.2f}x" for k in RATIO_KEYS
+        )
         print(
             f"  {key:10} {ns(row['none']['median_ns']):>14} {seed:>11}"
-            f" {seed_spread:>17} {ours:>11} {ours_spread:>17} {ratio_text:>9}"
+            f" {seed_spread:>17} {ours:>11} {ours_spread:>17} {ratio:>9}"
+            f" {metered:>9} {metered_spread:>17} {metered_ratio:>8}"
         )
     print("\n  Targets (reported, never asserted):")
     for target in report["targets"]:

@@ -207,6 +207,19 @@ class Registry:
             return self._probe(apply)
 
     def _probe(self, apply: bool) -> list[DatabaseStatus]:
+        began = datetime.now(timezone.utc)
+        statuses = self._probe_round(apply)
+        if signals.probe_finished.receivers:
+            # send_robust: an observer (tracing, metrics) must not fail a round.
+            signals.probe_finished.send_robust(
+                sender=None,
+                statuses=statuses,
+                started=began,
+                finished=datetime.now(timezone.utc),
+            )
+        return statuses
+
+    def _probe_round(self, apply: bool) -> list[DatabaseStatus]:
         timeout = conf.HEALTH_CHECK_TIMEOUT
         databases = _databases()
         started = time.monotonic()
