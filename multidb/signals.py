@@ -1,7 +1,17 @@
-"""Signals sent when a replica changes state.
+"""Signals: a replica changed state, and a request was routed.
 
-Each is sent with ``sender=None`` and the keyword arguments ``alias`` (the
-replica's alias) and ``reason`` (a short text for logs and alerts).
+``replica_down``, ``replica_up`` and ``replica_lagging`` are sent with
+``sender=None`` and the keyword arguments ``alias`` (the replica's alias) and
+``reason`` (a short text for logs and alerts).
+
+``request_routed`` is sent by ``PinningRouterMiddleware`` (the sender) once
+at the end of each request, only while it has receivers, with the keyword
+arguments ``outcome`` (why its reads went where they went; see
+``multidb.explain``), ``read_alias`` (where ``default``'s group's reads
+went; empty if the request read nothing and had no replica chosen yet),
+``token_check`` (None, ``"cached"``, ``"queried"`` or ``"behind"``),
+``position_queries`` (the primary-position queries run for its cookie) and
+``group`` (the primary whose group the outcome describes: ``"default"``).
 """
 
 from django.dispatch import Signal
@@ -12,3 +22,5 @@ replica_down = Signal()
 replica_up = Signal()
 #: A replica fell behind by more than the lag limits; it left the rotation.
 replica_lagging = Signal()
+#: A request ended; where its reads went, and why.
+request_routed = Signal()
