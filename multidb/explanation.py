@@ -129,7 +129,9 @@ class Explanation:
         if self.in_atomic:
             parts.append("in atomic()")
         if self.no_replica:
-            parts.append(f"no replica usable (MULTIDB_NO_REPLICA={self.no_replica_policy!r})")
+            parts.append(
+                f"no replica usable (MULTIDB_NO_REPLICA={self.no_replica_policy!r})"
+            )
         return "; ".join(parts)
 
 
@@ -192,10 +194,12 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         if not scope.unpinned:
             if pinned is TIME_PIN:
                 pinned_by = "write" if request.wrote else "request"
-            # A bounded block holds a settled token to its bound too.
-            waiting_on = token if bound is not None else pinned  # type: ignore[assignment]
-            if type(waiting_on) is not int:
-                waiting_on = None
+            if bound is not None:
+                # A bounded block holds a settled token to its bound too.
+                waiting_on = token
+            elif holder is None and type(pinned) is int:
+                # (A plain use_replica block reads its replica regardless.)
+                waiting_on = pinned
 
     usable = rotation.rotation().usable
     known = health.registry.replay_positions()
@@ -216,9 +220,9 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         not past or (ended and request is not None and request.checked)
     )
 
-    replica = _holder_alias(holder if holder is not None else request) if (
-        holder is not None or request is not None
-    ) else None
+    # The block's replica, else the request's.
+    chooser = holder if holder is not None else request
+    replica = _holder_alias(chooser) if chooser is not None else None
     forced_replica = holder.alias if isinstance(holder, pinning._Fixed) else None
     explanation = Explanation(
         in_request=request is not None,

@@ -26,7 +26,6 @@ from django.http import HttpRequest, HttpResponseBase
 
 from . import explanation, groups, health, routers, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
-from .signals import request_routed
 from .pinning import (
     NO_PIN,
     TIME_PIN,
@@ -38,6 +37,7 @@ from .pinning import (
     end_request,
     stricter,
 )
+from .signals import request_routed
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
 

@@ -76,7 +76,11 @@ def test_a_request_that_has_read_reports_its_replica():
         alias = read()
         after = explain()
 
-    assert (before.outcome, before.replica, before.read_alias) == ("replica", None, None)
+    assert (before.outcome, before.replica, before.read_alias) == (
+        "replica",
+        None,
+        None,
+    )
     assert alias in REPLICAS
     assert (after.in_request, after.replica, after.read_alias) == (True, alias, alias)
 
@@ -150,9 +154,7 @@ def test_use_replica_forces_a_replica_even_in_a_pinned_request():
     assert (chosen.replica, chosen.read_alias) == (alias, alias)
 
 
-@pytest.mark.parametrize(
-    ("wrote", "by"), [(False, "request"), (True, "write")]
-)
+@pytest.mark.parametrize(("wrote", "by"), [(False, "request"), (True, "write")])
 def test_a_request_pinned_by_time_reads_the_primary_and_says_why(wrote, by):
     with request_scope(pinning.TIME_PIN) as state:
         state.wrote = wrote
@@ -168,10 +170,9 @@ def test_a_request_pinned_by_time_reads_the_primary_and_says_why(wrote, by):
 
 
 def test_unpinning_a_pinned_request_lets_it_read_replicas_again():
-    with request_scope(pinning.TIME_PIN):
-        with use_primary_db:
-            unpin_this_thread()
-            found = explain()
+    with request_scope(pinning.TIME_PIN), use_primary_db:
+        unpin_this_thread()
+        found = explain()
 
     assert (found.outcome, found.pinned_by_time) == ("replica", False)
 
@@ -198,9 +199,16 @@ def test_a_token_a_replica_is_known_past_reads_that_replica(no_prober):
         check = state.token_check
 
     assert (before.outcome, before.token_waiting) == ("replica", False)
-    assert (before.replicas_past_token, before.read_alias) == (("replica2",), "replica2")
+    assert (before.replicas_past_token, before.read_alias) == (
+        ("replica2",),
+        "replica2",
+    )
     assert (alias, check) == ("replica2", "cached")
-    assert (after.outcome, after.token, after.token_check) == ("replica", 0x200, "cached")
+    assert (after.outcome, after.token, after.token_check) == (
+        "replica",
+        0x200,
+        "cached",
+    )
     assert after.replica == after.read_alias == "replica2"
     assert "token 0/200" in str(after) and "token check: cached" in str(after)
 
@@ -307,7 +315,7 @@ def test_with_no_replica_the_error_policy_is_reported():
     assert (found.outcome, found.no_replica_policy) == ("primary_no_replica", "error")
 
 
-# --- bounded blocks ------------------------------------------------------------------
+# --- bounded blocks ------------------------------------------------------------
 
 
 def test_a_bounded_block_with_a_replica_within_reads_it(no_prober):
@@ -315,7 +323,11 @@ def test_a_bounded_block_with_a_replica_within_reads_it(no_prober):
     with request_scope(None), use_replica(max_lag=5):
         found = explain()
 
-    assert (found.outcome, found.forced, found.bound) == ("replica", "replica", (5, None))
+    assert (found.outcome, found.forced, found.bound) == (
+        "replica",
+        "replica",
+        (5, None),
+    )
     assert found.read_alias == "replica2"
 
 
@@ -369,7 +381,7 @@ def test_a_bounded_block_keeps_the_requests_time_pin(no_prober):
         assert explain().outcome == "primary_pinned_time"
 
 
-# --- aexplain --------------------------------------------------------------------------
+# --- aexplain ------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -391,7 +403,7 @@ def test_the_record_is_frozen():
         explain().outcome_field = 1  # type: ignore[attr-defined]
 
 
-# --- the end of a request -----------------------------------------------------------
+# --- the end of a request -------------------------------------------------------
 
 
 def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
@@ -413,7 +425,7 @@ def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
     assert describe(pinning.Scope(request=state)).outcome == "replica"
 
 
-# --- request_routed -----------------------------------------------------------------------
+# --- request_routed ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -480,9 +492,7 @@ def test_request_routed_for_a_db_write_view_says_forced(routed):
     ]
 
 
-def test_request_routed_counts_the_position_queries_for_the_cookie(
-    routed, monkeypatch
-):
+def test_request_routed_counts_the_position_queries_for_the_cookie(routed, monkeypatch):
     from multidb import tokens
 
     monkeypatch.setattr(tokens, "has_positions", lambda alias="default": True)
@@ -567,3 +577,17 @@ def test_nothing_is_sent_nor_built_without_receivers(monkeypatch):
 
     asyncio.run(PinningRouterMiddleware(view)(AsyncRequestFactory().get("/")))
     assert response.status_code == 200
+
+
+def test_a_plain_use_replica_block_does_not_wait_on_the_token(no_prober):
+    publish(replica1=("ok", 0.0, 0, "0/100"), replica2=("ok", 0.0, 0, "0/100"))
+    with request_scope(0x200), use_replica:
+        alias = read()
+        found = explain()
+
+    assert (found.outcome, found.token_waiting, found.token) == (
+        "replica",
+        False,
+        0x200,
+    )
+    assert found.read_alias == alias

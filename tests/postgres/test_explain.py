@@ -39,7 +39,9 @@ pytestmark = [
 ]
 
 
-def explained(client: Client, name: str, path: str = "/explain/find/", **query: str) -> Any:
+def explained(
+    client: Client, name: str, path: str = "/explain/find/", **query: str
+) -> Any:
     response = client.get(path, {"name": name, **query})
     assert response.status_code == 200, response.content
     return response.json()
@@ -118,7 +120,10 @@ def test_once_the_replicas_catch_up_the_token_reads_a_replica(
     assert (cached["outcome"], cached["token_waiting"]) == ("replica", False)
     assert sorted(cached["replicas_past_token"]) == sorted(REPLICAS)
     assert cached["read_alias"] in REPLICAS
-    assert (settled["token_check"], settled["port"] in REPLICA_PORTS) == ("cached", True)
+    assert (settled["token_check"], settled["port"] in REPLICA_PORTS) == (
+        "cached",
+        True,
+    )
     assert [(s["outcome"], s["token_check"]) for s in routed[1:]] == [
         ("replica", "queried"),
         ("replica", "cached"),
