@@ -226,8 +226,7 @@ def _position_token(
     with replica groups, that of each primary the request wrote to, with
     the positions it came with for the others."""
     if not groups.active():
-        if state is not None:
-            state.position_queries = 1
+        _note_queries(state, 1)
         return tokens.position_token()
     carried = [v for v in _pin_values(request) if v is not None]
     written = []
@@ -235,8 +234,14 @@ def _position_token(
         written.append(DEFAULT_DB_ALIAS)
     if state is not None:
         written += state.groups_written()
-        state.position_queries = len(written)
+    _note_queries(state, len(written))
     return tokens.groups_token(carried, written) or tokens.sign_time()
+
+
+def _note_queries(state: RequestState | None, count: int) -> None:
+    """Tell ``request_routed`` how many position queries the cookie costs."""
+    if state is not None:
+        state.position_queries = count
 
 
 def _carried_token(request: HttpRequest) -> str | None:

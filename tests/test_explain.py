@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -426,20 +425,6 @@ def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
 
 
 # --- request_routed ------------------------------------------------------------
-
-
-@pytest.fixture
-def routed() -> Iterator[list[dict[str, Any]]]:
-    """The keyword arguments of each ``request_routed`` sent in the test."""
-    sent: list[dict[str, Any]] = []
-
-    def receiver(sender: Any, signal: Any, **kwargs: Any) -> None:
-        assert sender is PinningRouterMiddleware
-        sent.append(kwargs)
-
-    signals.request_routed.connect(receiver, weak=False, dispatch_uid="tests-routed")
-    yield sent
-    signals.request_routed.disconnect(dispatch_uid="tests-routed")
 
 
 def _request(method: str = "GET", cookie: str | None = None) -> HttpRequest:

@@ -8,15 +8,13 @@ behind; ``faults`` resumes (and restarts) every replica when a test ends.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
-from multidb import health, signals
-from multidb.middleware import PinningRouterMiddleware
+from multidb import health
 from multidb.positions import format_lsn
 from multidb.testing.cluster import Cluster
 from multidb.tokens import pin_for
@@ -54,20 +52,6 @@ def wrote(client: Client, name: str) -> int:
     position = pin_for(cookie_token(response))
     assert type(position) is int
     return position
-
-
-@pytest.fixture
-def routed() -> Iterator[list[dict[str, Any]]]:
-    """The keyword arguments of each ``request_routed`` sent in the test."""
-    sent: list[dict[str, Any]] = []
-
-    def receiver(sender: Any, signal: Any, **kwargs: Any) -> None:
-        assert sender is PinningRouterMiddleware
-        sent.append(kwargs)
-
-    signals.request_routed.connect(receiver, weak=False, dispatch_uid="pg-routed")
-    yield sent
-    signals.request_routed.disconnect(dispatch_uid="pg-routed")
 
 
 def test_a_token_the_paused_replicas_lack_is_explained_as_waiting(
