@@ -331,6 +331,7 @@ class Demo:
         #: User C writes to both primaries (with --groups only).
         self.user_c = httpx.Client(base_url=site.url, timeout=10)
         self.stale_avoided = 0
+        self.explained = ""
 
     def close(self) -> None:
         self.user_a.close()
@@ -397,6 +398,8 @@ class Demo:
             response.status_code == 201,
             f"POST {path} answered {response.status_code}: {response.text[:300]}",
         )
+        #: ``multidb.explain()`` in the view, after its write (notes only).
+        self.explained = response.json().get("explain", "")
         cookie = response.headers.get("set-cookie", "")
         name = pinning_cookie()
         # A position token's cookie outlives the lag limit, not just
@@ -420,12 +423,22 @@ class Demo:
         cookie, posted = self.post(first)
         say(f'1. user A posts a note "{first}"')
         say(f"   -> 201 Created; Set-Cookie: {cookie}")
+        claim(
+            self.explained.startswith("primary_pinned_time"),
+            f"explain() after the write: {self.explained}",
+        )
+        say(f"   explain() after the write: {self.explained}")
 
         say("2. user A reads /notes/ right away, WITH the cookie")
         pinned = self.read(self.user_a)
         result = self.answered(pinned, "primary")
         claim(first in pinned["texts"], f"{first!r} missing from the primary's list")
         say(f"   -> {result}; the new note is there")
+        claim(
+            pinned["outcome"] == "primary_token_waiting",
+            f"explain() with A's token: {pinned['explain']}",
+        )
+        say(f"   explain(): {pinned['explain']}")
 
         user_b = self.read()
         elapsed = time.monotonic() - posted
@@ -658,6 +671,8 @@ class Demo:
         say(f"   user A, cookie still set, reads again {elapsed:.1f}s after the write")
         say(f"   -> {result}; the replica has replayed A's token, so A")
         say(f"      reads it again: no {pinning_seconds()} s pin to the primary")
+        claim(data["outcome"] == "replica", f"explain(): {data['explain']}")
+        say(f"   explain(): {data['explain']}")
 
     def status(self, step: int) -> None:
         from django.core.management import CommandError, call_command

@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 
 from .conf import DEFAULT_DB_ALIAS
+from .explanation import Explanation, aexplain, explain
 from .health import DatabaseStatus, replica_status
 from .pinning import (
     db_write,
@@ -39,13 +40,16 @@ __version__ = "1.0.0a1"
 __all__ = [
     "DEFAULT_DB_ALIAS",
     "DatabaseStatus",
+    "Explanation",
     "DeprecationMixin",
     "MasterSlaveRouter",
     "NoReplicaAvailable",
     "PinningMasterSlaveRouter",
     "PinningReplicaRouter",
     "ReplicaRouter",
+    "aexplain",
     "db_write",
+    "explain",
     "get_replica",
     "awrite_token",
     "get_slave",

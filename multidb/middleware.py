@@ -24,7 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
-from . import groups, health, routers, tokens
+from . import explanation, groups, health, routers, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
 from .pinning import (
     NO_PIN,
@@ -37,6 +37,7 @@ from .pinning import (
     end_request,
     stricter,
 )
+from .signals import request_routed
 
 READ_ONLY_METHODS = frozenset(["GET", "TRACE", "HEAD", "OPTIONS"])
 
@@ -225,6 +226,7 @@ def _position_token(
     with replica groups, that of each primary the request wrote to, with
     the positions it came with for the others."""
     if not groups.active():
+        _note_queries(state, 1)
         return tokens.position_token()
     carried = [v for v in _pin_values(request) if v is not None]
     written = []
@@ -232,7 +234,14 @@ def _position_token(
         written.append(DEFAULT_DB_ALIAS)
     if state is not None:
         written += state.groups_written()
+    _note_queries(state, len(written))
     return tokens.groups_token(carried, written) or tokens.sign_time()
+
+
+def _note_queries(state: RequestState | None, count: int) -> None:
+    """Tell ``request_routed`` how many position queries the cookie costs."""
+    if state is not None:
+        state.position_queries = count
 
 
 def _carried_token(request: HttpRequest) -> str | None:
@@ -273,6 +282,7 @@ def _seen_token(state: RequestState) -> str | None:
     if conf.PINNING_MODE != "auto" or not tokens.has_positions():
         return None
     if state.reached_primary or getattr(state, "moved", False):
+        state.position_queries = 1
         seen = tokens.primary_position()
     else:
         seen = routers.replay_position(state.alias)
@@ -337,7 +347,10 @@ class PinningRouterMiddleware:
         token = _begin(request, self.grouped)
         try:
             response = self.get_response(request)
-            return self.process_response(request, response)
+            response = self.process_response(request, response)
+            if request_routed.receivers:
+                _send_routed(request, response)
+            return response
         finally:
             end_request(token)
 
@@ -359,6 +372,8 @@ class PinningRouterMiddleware:
                 seen = await sync_to_async(_seen_token)(state)  # type: ignore[arg-type]
                 if seen is not None:
                     _set_cookie(response, seen)
+            if request_routed.receivers:
+                _send_routed(request, response)
             return response
         finally:
             end_request(token)
@@ -401,6 +416,25 @@ class PinningRouterMiddleware:
             if seen is not None:
                 _set_cookie(response, seen)
         return response
+
+
+def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
+    """Send ``request_routed`` for ``request``, which is ending."""
+    state: RequestState = getattr(request, _STATE)
+    explained = explanation.at_request_end(state)
+    outcome, read_alias = explained.outcome, explained.read_alias or ""
+    if getattr(response, "_db_write", False):
+        # A ``db_write`` view: its block, over now, sent its reads to the
+        # primary.
+        outcome, read_alias = "primary_forced", DEFAULT_DB_ALIAS
+    request_routed.send(
+        sender=PinningRouterMiddleware,
+        outcome=outcome,
+        read_alias=read_alias,
+        token_check=explained.token_check,
+        position_queries=getattr(state, "position_queries", 0),
+        group=DEFAULT_DB_ALIAS,
+    )
 
 
 # --- blaming a replica for a failed request ------------------------------------

@@ -90,6 +90,8 @@ class RequestState(rotation.Sticky):
         "view_block",
         "reached_primary",
         "moved",
+        "token_check",
+        "position_queries",
         "group_pins",
         "atomic_groups",
         "_groups",
@@ -106,6 +108,14 @@ class RequestState(rotation.Sticky):
     #: rotation).  Set by the router; unset until then (``getattr``), so that
     #: it costs a request that never moves nothing.
     moved: bool
+    #: How the router settled the request's token, for ``multidb.explain``
+    #: and the ``request_routed`` signal: ``"cached"`` (a replica the
+    #: prober had seen past it), ``"queried"`` (a replica asked had replayed
+    #: it) or ``"behind"`` (none had).  Unset until then, as ``moved``.
+    token_check: str
+    #: How many primary-position queries the middleware ran for the
+    #: response's cookie; unset (0) until one runs.
+    position_queries: int
 
     def __init__(
         self,

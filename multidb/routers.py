@@ -91,7 +91,9 @@ def primary_connection(alias: str = DEFAULT_DB_ALIAS) -> Any:
     return connections[alias]
 
 
-def in_app_atomic(connection: Any, request: RequestState | GroupState | None) -> bool:
+def in_app_atomic(
+    connection: Any, request: RequestState | GroupState | None, note: bool = True
+) -> bool:
     """Whether ``connection`` is inside an ``atomic()`` the application opened.
 
     The blocks Django opens itself do not count: those of a ``TestCase``
@@ -99,6 +101,9 @@ def in_app_atomic(connection: Any, request: RequestState | GroupState | None) ->
     view, which is the first other block once the middleware has seen that
     the view is atomic.  Reads in them route as without them, as in
     django-multidb-router; a write in them still pins the request.
+
+    ``note=False`` only looks (``multidb.explain``): it remembers neither the
+    view's block on ``request`` nor a ``TestCase`` mirror's connection.
     """
     if not connection.in_atomic_block:
         return False
@@ -110,12 +115,15 @@ def in_app_atomic(connection: Any, request: RequestState | GroupState | None) ->
         return False
     for block in blocks:
         if block._from_testcase:
-            mirrors.share(connection)
+            if note:
+                mirrors.share(connection)
             continue
         if block is view_block:
             continue
         if view_block is None and request is not None and request.atomic_view:
-            request.view_block = view_block = block
+            view_block = block
+            if note:
+                request.view_block = block
             continue
         return True
     return False
@@ -325,7 +333,9 @@ def read_within_bound(scope: BoundedScope, pins: bool = True) -> str:
     replay = replay_position(alias)
     if replay is None or replay < position:
         # Within the bound but behind the token: the token's own rule.
+        request.token_check = "behind"
         return DEFAULT_DB_ALIAS
+    request.token_check = "queried"
     if holder is request and type(request.pinned) is int:
         return _settle(request, alias, current, position)
     return alias
@@ -417,6 +427,7 @@ def read_alias_after(request: RequestState) -> str:
     furthest = _furthest_ahead(current, known)
     for alias in (own, furthest):
         if alias in current.usable and known.get(alias, -1) >= position:
+            request.token_check = "cached"
             return _settle(request, alias, current, position)
     if request.checked or _on_event_loop():
         # Django forbids queries on an event loop's thread (``QuerySet.db``
@@ -436,7 +447,9 @@ def read_alias_after(request: RequestState) -> str:
         alias = furthest
     replayed = replay_position(alias)
     if replayed is not None and replayed >= position:
+        request.token_check = "queried"
         return _settle(request, alias, current, position)
+    request.token_check = "behind"
     return DEFAULT_DB_ALIAS
 
 
@@ -451,7 +464,9 @@ def _catch_up(
     alias = catchup.wait_for(position, ordered, wait)
     current = rotation.rotation()
     if alias is None or alias not in current.usable:
+        request.token_check = "behind"
         return DEFAULT_DB_ALIAS
+    request.token_check = "queried"
     return _settle(request, alias, current, position)
 
 

@@ -215,6 +215,20 @@ def replica_signals() -> Iterator[list[SignalEvent]]:
         signal.disconnect(dispatch_uid=f"tests-{name}")
 
 
+@pytest.fixture
+def routed() -> Iterator[list[dict[str, Any]]]:
+    """The keyword arguments of each ``request_routed`` sent during the test."""
+    sent: list[dict[str, Any]] = []
+
+    def receiver(sender: Any, signal: Any, **kwargs: Any) -> None:
+        assert sender is PinningRouterMiddleware
+        sent.append(kwargs)
+
+    signals.request_routed.connect(receiver, weak=False, dispatch_uid="tests-routed")
+    yield sent
+    signals.request_routed.disconnect(dispatch_uid="tests-routed")
+
+
 @contextlib.contextmanager
 def request_scope(pinned: pinning.Pin) -> Iterator[pinning.RequestState]:
     """The routing scope of one request, as the middleware opens it."""

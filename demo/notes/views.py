@@ -6,6 +6,7 @@ from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
+import multidb
 from demo.servers import which
 
 from .models import Note
@@ -24,7 +25,9 @@ async def notes(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         text = request.POST.get("text", "").strip()[:200] or "(no text)"
         note = await Note.objects.acreate(text=text)
-        return JsonResponse({"created": note.as_dict()}, status=201)
+        return JsonResponse(
+            {"created": note.as_dict(), **await _explained()}, status=201
+        )
     if request.method not in ("GET", "HEAD"):
         return HttpResponseNotAllowed(["GET", "POST"])
     queryset = Note.objects.all()
@@ -35,5 +38,11 @@ async def notes(request: HttpRequest) -> HttpResponse:
     count = await queryset.acount()
     # Same thread as the async ORM's queries above, so the same connection.
     server = await sync_to_async(which)(alias)
-    body = {**server, "count": count, "notes": listed}
+    body = {**server, "count": count, "notes": listed, **await _explained()}
     return JsonResponse(body, json_dumps_params={"indent": 2})
+
+
+async def _explained() -> dict[str, str]:
+    """Why this request's reads went where they did (``multidb.aexplain()``)."""
+    found = await multidb.aexplain()
+    return {"outcome": found.outcome, "explain": str(found)}

@@ -71,3 +71,11 @@ urlpatterns += [
     path("tasks/create-and-enqueue/", views.create_and_enqueue_django_task),
     path("tasks/async-create-and-enqueue/", views.async_create_and_enqueue_django_task),
 ]
+
+# multidb.explain() (test_explain.py).
+urlpatterns += [
+    path("explain/find/", views.explain_find),
+    path("explain/write/", views.explain_write),
+    path("explain/in-own-transaction/", views.explain_in_own_transaction),
+    path("explain/async-find/", views.async_explain_find),
+]

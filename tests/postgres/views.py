@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -338,3 +339,50 @@ async def async_create_and_enqueue_django_task(request: HttpRequest) -> JsonResp
     name = request.POST["name"]
     await Item.objects.acreate(name=name)
     return _stored(await aread_item.aenqueue(name))
+
+
+# --- multidb.explain() in a view (test_explain.py) --------------------------------
+
+
+def _explained(found: multidb.Explanation, alias: str) -> dict[str, Any]:
+    """``found``'s fields and outcome, and the port of the server behind
+    ``alias`` (where the view's read went)."""
+    return {
+        **dataclasses.asdict(found),
+        "outcome": found.outcome,
+        "db": alias,
+        "port": server_port(alias),
+        "pinned": this_thread_is_pinned(),
+    }
+
+
+def explain_find(request: HttpRequest) -> JsonResponse:
+    """Read ``name``, then ``multidb.explain()`` (``explain=before``: first)."""
+    before = multidb.explain()
+    items = Item.objects.filter(name=request.GET["name"])
+    items.exists()
+    found = before if request.GET.get("explain") == "before" else multidb.explain()
+    return JsonResponse(_explained(found, items.db))
+
+
+def explain_write(request: HttpRequest) -> JsonResponse:
+    """Create ``name`` (a POST), then ``multidb.explain()``."""
+    Item.objects.create(name=request.POST["name"])
+    items = Item.objects.filter(name=request.POST["name"])
+    items.exists()
+    return JsonResponse(_explained(multidb.explain(), items.db))
+
+
+def explain_in_own_transaction(request: HttpRequest) -> JsonResponse:
+    """``explain_find`` inside a transaction the view opens itself."""
+    with transaction.atomic():
+        return explain_find(request)
+
+
+async def async_explain_find(request: HttpRequest) -> JsonResponse:
+    """Read ``name`` in the ORM's worker thread, then ``await aexplain()``."""
+    items = Item.objects.filter(name=request.GET["name"])
+    await items.aexists()
+    found = await multidb.aexplain()
+    alias = await sync_to_async(lambda: items.db)()
+    return JsonResponse(await sync_to_async(_explained)(found, alias))
