@@ -497,6 +497,7 @@ class Demo:
             step = self.two_groups(step)
         self.status(step)
         self.health(step + 1)
+        self.metrics(step + 2)
 
     def two_groups(self, step: int) -> int:
         """User C writes to billing, then to default too; the number of the
@@ -726,6 +727,53 @@ class Demo:
         )
         if self.groups:
             self.health_by_group()
+
+    def metrics(self, step: int) -> None:
+        """An excerpt of ``GET /metrics/``: multidb.contrib.prometheus's
+        counters of the requests above, and the replicas' gauges."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        response = httpx.get(f"{self.site.url}/metrics/", timeout=10)
+        claim(response.status_code == 200, f"GET /metrics/ -> {response.status_code}")
+        samples = [
+            sample
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+            if sample.name.startswith("multidb_")
+        ]
+        requests = {
+            s.labels["outcome"]: s.value
+            for s in samples
+            if s.name == "multidb_requests_total" and s.labels["group"] == "default"
+        }
+        for outcome in ("replica", "primary_pinned_time", "primary_token_waiting"):
+            claim(
+                requests.get(outcome, 0) >= 1,
+                f"multidb_requests_total counted no {outcome} request: {requests}",
+            )
+        replica = "replica"
+        state = {
+            s.labels["state"]
+            for s in samples
+            if s.name == "multidb_replica_state"
+            and s.labels["alias"] == replica
+            and s.value == 1
+        }
+        claim(state == {"ok"}, f"multidb_replica_state of {replica}: {state}")
+        say(f"{step}. GET /metrics/ (multidb.contrib.prometheus), an excerpt:")
+        shown = (
+            "multidb_requests_total",
+            "multidb_token_checks_total",
+            "multidb_replica_lag_seconds",
+            "multidb_usable_replicas",
+        )
+        for sample in samples:
+            if sample.name in shown or (
+                sample.name == "multidb_replica_state" and sample.value == 1
+            ):
+                labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+                say(f"   {sample.name}{{{labels}}} {sample.value:g}")
 
     def health_by_group(self) -> None:
         """The details' ``groups``, which the view shows staff."""

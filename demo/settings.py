@@ -53,7 +53,8 @@ DATABASES = {
 }
 REPLICA_DATABASES = ["replica"]
 DATABASE_ROUTERS = ["multidb.PinningReplicaRouter"]
-INSTALLED_APPS = ["multidb", "demo.notes"]
+# multidb.contrib.prometheus: the scenario ends with an excerpt of /metrics/.
+INSTALLED_APPS = ["multidb", "multidb.contrib.prometheus", "demo.notes"]
 
 #: ``python -m demo --groups``: a second primary with a replica of its own.
 GROUPS = "MULTIDB_DEMO_BILLING_PORT" in os.environ

@@ -22,7 +22,7 @@ from .conf import DEFAULT_DB_ALIAS, conf
 from .pinning import TIME_PIN, RequestState, Scope
 from .positions import format_lsn
 
-__all__ = ["Explanation", "Outcome", "aexplain", "explain"]
+__all__ = ["Explanation", "Outcome", "TokenCheck", "aexplain", "explain"]
 
 Outcome = Literal[
     "replica",
@@ -32,6 +32,8 @@ Outcome = Literal[
     "primary_atomic",
     "primary_no_replica",
 ]
+#: How the router settled a request's token.
+TokenCheck = Literal["cached", "queried", "behind"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class Explanation:
     #: How the router settled the token so far: ``"cached"`` (a replica the
     #: prober had seen past it), ``"queried"`` (a replica was asked and had
     #: replayed it), ``"behind"`` (none had: the primary); None if not yet.
-    token_check: Literal["cached", "queried", "behind"] | None
+    token_check: TokenCheck | None
     #: Inside an ``atomic()`` the application opened on the primary.
     in_atomic: bool
     #: Django runs the request's view in ``atomic()`` (``ATOMIC_REQUESTS``).

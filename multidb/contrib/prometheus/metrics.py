@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
@@ -18,20 +18,14 @@ from prometheus_client.registry import Collector
 
 from ... import groups, health, signals
 from ...conf import DEFAULT_DB_ALIAS
+from ...explanation import Outcome, TokenCheck
 
 __all__ = ["OUTCOMES", "STATES", "HealthCollector", "Metrics", "install", "uninstall"]
 
 #: ``request_routed``'s outcomes: where a request's reads went, and why.
-OUTCOMES = (
-    "replica",
-    "primary_pinned_time",
-    "primary_token_waiting",
-    "primary_forced",
-    "primary_atomic",
-    "primary_no_replica",
-)
+OUTCOMES: tuple[str, ...] = get_args(Outcome)
 #: ``request_routed``'s token checks.
-TOKEN_CHECKS = ("cached", "queried", "behind")
+TOKEN_CHECKS: tuple[str, ...] = get_args(TokenCheck)
 #: A replica's states, each a label value of ``multidb_replica_state``.
 STATES = (health.OK, health.DOWN, health.PROMOTED, health.LAGGING, health.UNKNOWN)
 
