@@ -162,6 +162,28 @@ def at_request_end(state: RequestState) -> Explanation:
     return describe(Scope(request=state), ended=True)
 
 
+def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
+    """``at_request_end(state)``'s ``outcome`` and ``read_alias``, without
+    building the record: what ``request_routed`` costs every request while
+    it has receivers.  The same checks, in the same order."""
+    pinned = state.pinned
+    if pinned is TIME_PIN:
+        return "primary_pinned_time", DEFAULT_DB_ALIAS
+    if _in_app_atomic(state):
+        return "primary_atomic", DEFAULT_DB_ALIAS
+    usable = rotation.rotation().usable
+    if not usable:
+        return "primary_no_replica", DEFAULT_DB_ALIAS
+    replica = _holder_alias(state)
+    if type(pinned) is not int:
+        return "replica", replica
+    known = health.registry.replay_positions()
+    past = sorted(a for a in usable if known.get(a, -1) >= pinned)
+    if not past or state.checked:
+        return "primary_token_waiting", DEFAULT_DB_ALIAS
+    return "replica", replica if replica in past else past[0]
+
+
 def _holder_alias(holder: rotation.Sticky | pinning._Fixed) -> str | None:
     """The replica ``holder`` reads from, if it has chosen one (without
     choosing: a pick would move the round-robin)."""
@@ -262,6 +284,8 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
 
 def _in_app_atomic(request: RequestState | None) -> bool:
     """``routers.app_in_atomic``, without noting the view's block."""
+    if not routers.primary_may_be_in_atomic():
+        return False
     connection = routers.primary_connection()
     return connection is not None and routers.in_app_atomic(
         connection, request, note=False

@@ -421,8 +421,7 @@ class PinningRouterMiddleware:
 def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
     """Send ``request_routed`` for ``request``, which is ending."""
     state: RequestState = getattr(request, _STATE)
-    explained = explanation.at_request_end(state)
-    outcome, read_alias = explained.outcome, explained.read_alias or ""
+    outcome, read_alias = explanation.request_outcome(state)
     if getattr(response, "_db_write", False):
         # A ``db_write`` view: its block, over now, sent its reads to the
         # primary.
@@ -430,8 +429,8 @@ def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
     request_routed.send(
         sender=PinningRouterMiddleware,
         outcome=outcome,
-        read_alias=read_alias,
-        token_check=explained.token_check,
+        read_alias=read_alias or "",
+        token_check=getattr(state, "token_check", None),
         position_queries=getattr(state, "position_queries", 0),
         group=DEFAULT_DB_ALIAS,
     )

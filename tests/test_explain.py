@@ -20,7 +20,12 @@ from django.test import AsyncRequestFactory, RequestFactory, override_settings
 import multidb
 from multidb import explain, pinning, rotation, routers, signals
 from multidb.conf import conf
-from multidb.explanation import Explanation, at_request_end, describe
+from multidb.explanation import (
+    Explanation,
+    at_request_end,
+    describe,
+    request_outcome,
+)
 from multidb.middleware import PinningRouterMiddleware
 from multidb.pinning import (
     begin_request,
@@ -424,6 +429,57 @@ def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
     assert describe(pinning.Scope(request=state)).outcome == "replica"
 
 
+def at_the_end(state: Any) -> tuple[str, str | None]:
+    """``request_outcome`` and the record, which must agree."""
+    ended = at_request_end(state)
+    quick = request_outcome(state)
+    assert quick == (ended.outcome, ended.read_alias)
+    return quick
+
+
+@pytest.mark.parametrize(
+    ("token", "known", "outcome"),
+    [
+        (None, "0/100", "replica"),
+        (0x200, "0/100", "primary_token_waiting"),
+        (0x200, "0/300", "replica"),
+    ],
+)
+def test_the_quick_outcome_at_the_end_is_the_records(
+    no_prober, monkeypatch, token, known, outcome
+):
+    monkeypatch.setattr(routers, "replay_position", lambda alias: None)
+    caught_up(known)
+    with request_scope(token) as state:
+        unread = at_the_end(state)
+        read()
+        ended = at_the_end(state)
+        if token is not None:
+            state.checked = True
+            checked = at_the_end(state)
+
+    assert ended[0] == outcome
+    if token is None:
+        assert unread == ("replica", None)
+    else:
+        assert checked[0] == "primary_token_waiting" or outcome == "replica"
+
+
+@db
+def test_the_quick_outcome_of_a_time_pin_no_replica_and_atomic_is_the_records(
+    no_prober,
+):
+    caught_up()
+    with request_scope(None) as state:
+        with transaction.atomic():
+            assert at_the_end(state)[0] == "primary_atomic"
+        state.pinned = pinning.TIME_PIN
+        assert at_the_end(state)[0] == "primary_pinned_time"
+        state.pinned = pinning.NO_PIN
+        rotation.exclude(REPLICAS)
+        assert at_the_end(state)[0] == "primary_no_replica"
+
+
 # --- request_routed ------------------------------------------------------------
 
 
@@ -552,7 +608,7 @@ def test_nothing_is_sent_nor_built_without_receivers(monkeypatch):
     def fail(state: Any) -> None:
         raise AssertionError("built an explanation with no receiver")
 
-    monkeypatch.setattr(explanation, "at_request_end", fail)
+    monkeypatch.setattr(explanation, "request_outcome", fail)
     assert not signals.request_routed.receivers
 
     response = PinningRouterMiddleware(lambda request: HttpResponse())(_request())
