@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any, TypeVar
 
@@ -39,10 +39,22 @@ from tests.postgres.views import _lookup
 pytestmark = [
     pytest.mark.django_db(transaction=True, databases="__all__"),
     # Each test runs twice: directly, and through PgBouncer (transaction mode).
-    pytest.mark.usefixtures("route_via"),
+    pytest.mark.usefixtures("route_via", "no_lag_limit"),
 ]
 
 T = TypeVar("T")
+
+
+@pytest.fixture
+def no_lag_limit() -> Iterator[None]:
+    """Tokens alone decide here.  With replay paused, the primary's first
+    write after an idle spell makes the replicas as late as the spell
+    (``health``'s upper bound), and a slow run's spell can pass the default
+    30 s limit: they would leave the rotation, and reads go to the primary."""
+    with override_settings(MULTIDB_REPLICA_MAX_LAG=None):
+        yield
+
+
 REPLICAS = ("replica1", "replica2")
 #: The SQL of the one check a request may make on a replica.
 REPLAY_QUERY = "pg_last_wal_replay_lsn"
