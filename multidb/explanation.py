@@ -284,9 +284,4 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
 
 def _in_app_atomic(request: RequestState | None) -> bool:
     """``routers.app_in_atomic``, without noting the view's block."""
-    if not routers.primary_may_be_in_atomic():
-        return False
-    connection = routers.primary_connection()
-    return connection is not None and routers.in_app_atomic(
-        connection, request, note=False
-    )
+    return routers.app_in_atomic(request, note=False)

@@ -165,19 +165,10 @@ def route_read(router: object, model: object, **hints: object) -> str:
     return read_alias_after(request)  # type: ignore[arg-type]
 
 
-def primary_may_be_in_atomic() -> bool:
-    """False when this thread's connection to the primary, as last seen, is
-    in no ``atomic()`` block: then ``in_app_atomic`` need not look (a
-    lookup in ``connections`` costs more than the rest of the question)."""
-    try:
-        return bool(_primary_storage.default.in_atomic_block)
-    except AttributeError:  # storage not found yet, or no connection yet
-        return True
-
-
-def app_in_atomic(request: RequestState | None = None) -> bool:
+def app_in_atomic(request: RequestState | None = None, note: bool = True) -> bool:
     """Whether this context's connection to the primary is inside an
-    ``atomic()`` the application opened (see ``in_app_atomic``)."""
+    ``atomic()`` the application opened (see ``in_app_atomic``, and its
+    ``note``)."""
     try:
         connection = _primary_storage.default
     except AttributeError:
@@ -188,7 +179,7 @@ def app_in_atomic(request: RequestState | None = None) -> bool:
         connection = primary_connection()
         if connection is None:
             return False
-    return in_app_atomic(connection, request)
+    return in_app_atomic(connection, request, note)
 
 
 def _repick(request: RequestState) -> str:
