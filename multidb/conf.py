@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Any, Literal, TypeAlias, cast
 
 from django.conf import settings
@@ -87,6 +88,8 @@ def _setting(name: str, default: Any = _UNSET) -> Any:
 
 def _clear_cache(**kwargs: Any) -> None:
     _cache.clear()
+    # The values ``cached_property`` keeps on ``conf``.
+    vars(conf).clear()
 
 
 setting_changed.connect(_clear_cache)
@@ -113,49 +116,49 @@ class Settings:
             return getattr(settings, "SLAVE_DATABASES")  # noqa: B009
         return None
 
-    @property
+    @cached_property
     def PINNING_COOKIE(self) -> str:
         return cast("str", _setting("MULTIDB_PINNING_COOKIE"))
 
-    @property
+    @cached_property
     def PINNING_SECONDS(self) -> int:
         return int(_setting("MULTIDB_PINNING_SECONDS"))
 
-    @property
+    @cached_property
     def PINNING_COOKIE_SECURE(self) -> bool:
         return cast("bool", _setting("MULTIDB_PINNING_COOKIE_SECURE"))
 
-    @property
+    @cached_property
     def PINNING_COOKIE_HTTPONLY(self) -> bool:
         return cast("bool", _setting("MULTIDB_PINNING_COOKIE_HTTPONLY"))
 
-    @property
+    @cached_property
     def PINNING_COOKIE_SAMESITE(self) -> SameSite:
         return cast(SameSite, _setting("MULTIDB_PINNING_COOKIE_SAMESITE"))
 
-    @property
+    @cached_property
     def PINNING_MODE(self) -> str:
         """``"auto"``: pin by position where the primary has positions, else by
         time; ``"time"``: always by time, exactly as django-multidb-router."""
         return cast("str", _setting("MULTIDB_PINNING_MODE"))
 
-    @property
+    @cached_property
     def PIN_UNSAFE_METHODS(self) -> bool:
         return cast("bool", _setting("MULTIDB_PIN_UNSAFE_METHODS"))
 
-    @property
+    @cached_property
     def PINNING_HEADER(self) -> str | None:
         """A request header that may carry the token, e.g. ``"X-Multidb-Token"``."""
         return cast("str | None", _setting("MULTIDB_PINNING_HEADER"))
 
-    @property
+    @cached_property
     def INVALID_TOKEN(self) -> str:
         """What a pin cookie or header that is not a valid token asks, where
         the primary has positions: ``"pin"`` (by time, as 0.11 did) or
         ``"ignore"`` (nothing)."""
         return cast("str", _setting("MULTIDB_INVALID_TOKEN"))
 
-    @property
+    @cached_property
     def ENCRYPT_TOKENS(self) -> bool:
         """Encrypt the position in tokens (needs ``cryptography``), so that a
         visitor cannot read the primary's write volume off them."""
@@ -176,60 +179,60 @@ class Settings:
             return cast("float", DEFAULTS["MULTIDB_HEALTH_CHECK_INTERVAL"])
         return cast("float | None", value)
 
-    @property
+    @cached_property
     def HEALTH_CHECK_TIMEOUT(self) -> float:
         return cast("float", _setting("MULTIDB_HEALTH_CHECK_TIMEOUT"))
 
-    @property
+    @cached_property
     def REPLICA_MAX_LAG(self) -> float | None:
         return cast("float | None", _setting("MULTIDB_REPLICA_MAX_LAG"))
 
-    @property
+    @cached_property
     def REPLICA_MAX_LAG_BYTES(self) -> int | None:
         return cast("int | None", _setting("MULTIDB_REPLICA_MAX_LAG_BYTES"))
 
-    @property
+    @cached_property
     def HEALTH_MIN_REPLICAS(self) -> int:
         """Usable replicas the health view needs to answer 200."""
         return cast("int", _setting("MULTIDB_HEALTH_MIN_REPLICAS"))
 
-    @property
+    @cached_property
     def HEALTH_DETAILS(self) -> str:
         """Who sees the health view's per-database details (hosts' states,
         positions, errors): ``"never"``, ``"staff"`` or ``"always"``."""
         return cast("str", _setting("MULTIDB_HEALTH_DETAILS"))
 
-    @property
+    @cached_property
     def NO_REPLICA(self) -> str:
         """Where a read goes when no replica is usable: ``"primary"``,
         ``"least-lagged"`` (the freshest reachable replica, whatever its
         lag) or ``"error"`` (``multidb.NoReplicaAvailable``)."""
         return cast("str", _setting("MULTIDB_NO_REPLICA"))
 
-    @property
+    @cached_property
     def MIN_SERVING_REPLICAS(self) -> int:
         """Reachable replicas kept serving however far behind they are."""
         return cast("int", _setting("MULTIDB_MIN_SERVING_REPLICAS"))
 
-    @property
+    @cached_property
     def CATCH_UP_WAIT(self) -> float:
         """Milliseconds a read whose token no replica has replayed may wait
         for one to replay it before it reads the primary; 0: no wait."""
         return cast("float", _setting("MULTIDB_CATCH_UP_WAIT"))
 
-    @property
+    @cached_property
     def MONOTONIC_READS(self) -> bool:
         """A user agent's reads never go back in time between requests."""
         return cast("bool", _setting("MULTIDB_MONOTONIC_READS"))
 
-    @property
+    @cached_property
     def REPLICA_GROUPS(self) -> Mapping[str, Any] | None:
         """``{primary alias: replicas}``: each primary's replicas, as a list
         or ``{alias: weight}``; ``REPLICA_DATABASES`` is the ``default``
         group's shorthand."""
         return cast("Mapping[str, Any] | None", _setting("MULTIDB_REPLICA_GROUPS"))
 
-    @property
+    @cached_property
     def PRIMARY_FOR(self) -> Mapping[str, str] | str | None:
         """Which primary a model lives on: ``{app_label or
         "app_label.ModelName": alias}``, or the dotted path of a callable

@@ -19,7 +19,7 @@ from typing import Literal
 
 from . import health, pinning, rotation, routers
 from .conf import DEFAULT_DB_ALIAS, conf
-from .pinning import TIME_PIN, RequestState, Scope
+from .pinning import TIME_PIN, RequestState, Scope, TokenCheck
 from .positions import format_lsn
 
 __all__ = ["Explanation", "Outcome", "TokenCheck", "aexplain", "explain"]
@@ -32,8 +32,6 @@ Outcome = Literal[
     "primary_atomic",
     "primary_no_replica",
 ]
-#: How the router settled a request's token.
-TokenCheck = Literal["cached", "queried", "behind"]
 
 
 @dataclass(frozen=True)
@@ -169,12 +167,21 @@ def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
     pinned = state.pinned
     if pinned is TIME_PIN:
         return "primary_pinned_time", DEFAULT_DB_ALIAS
-    if _in_app_atomic(state):
+    try:
+        # The hot path's first check (routers.route_read), inline for the
+        # same reason: at every request's end, it is most of the cost.
+        in_block = routers._primary_storage.default.in_atomic_block
+    except AttributeError:  # storage not found yet, or no connection yet
+        in_block = True
+    if in_block and routers.app_in_atomic(state, False):
         return "primary_atomic", DEFAULT_DB_ALIAS
     usable = rotation.rotation().usable
     if not usable:
         return "primary_no_replica", DEFAULT_DB_ALIAS
-    replica = _holder_alias(state)
+    # _holder_alias(state), inline: a request's state is a Sticky.
+    replica = state.alias if state.rotation.current else None
+    if replica == DEFAULT_DB_ALIAS:
+        replica = None
     if type(pinned) is not int:
         return "replica", replica
     known = health.registry.replay_positions()
@@ -212,7 +219,7 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
     token: int | None = None
     token_check = None
     if request is not None:
-        token_check = getattr(request, "token_check", None)
+        token_check = request.token_check
         pinned = request.pinned
         token = pinned if type(pinned) is int else request.settled
         if not scope.unpinned:

@@ -24,7 +24,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponseBase
 
-from . import explanation, groups, health, routers, tokens
+from . import explanation, groups, health, routers, tallies, tokens
 from .conf import DEFAULT_DB_ALIAS, SameSite, conf
 from .pinning import (
     NO_PIN,
@@ -348,7 +348,7 @@ class PinningRouterMiddleware:
         try:
             response = self.get_response(request)
             response = self.process_response(request, response)
-            if request_routed.receivers:
+            if tallies.counting or request_routed.receivers:
                 _send_routed(request, response)
             return response
         finally:
@@ -372,7 +372,7 @@ class PinningRouterMiddleware:
                 seen = await sync_to_async(_seen_token)(state)  # type: ignore[arg-type]
                 if seen is not None:
                     _set_cookie(response, seen)
-            if request_routed.receivers:
+            if tallies.counting or request_routed.receivers:
                 _send_routed(request, response)
             return response
         finally:
@@ -419,21 +419,29 @@ class PinningRouterMiddleware:
 
 
 def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
-    """Send ``request_routed`` for ``request``, which is ending."""
+    """Count ``request``, which is ending, in ``multidb.tallies`` (while
+    something counts), and send ``request_routed`` (while it has receivers)."""
     state: RequestState = getattr(request, _STATE)
-    outcome, read_alias = explanation.request_outcome(state)
     if getattr(response, "_db_write", False):
         # A ``db_write`` view: its block, over now, sent its reads to the
         # primary.
-        outcome, read_alias = "primary_forced", DEFAULT_DB_ALIAS
-    request_routed.send(
-        sender=PinningRouterMiddleware,
-        outcome=outcome,
-        read_alias=read_alias or "",
-        token_check=getattr(state, "token_check", None),
-        position_queries=getattr(state, "position_queries", 0),
-        group=DEFAULT_DB_ALIAS,
-    )
+        outcome: str = "primary_forced"
+        read_alias: str | None = DEFAULT_DB_ALIAS
+    else:
+        outcome, read_alias = explanation.request_outcome(state)
+    if tallies.counting:
+        tallies.add(
+            (outcome, state.token_check, state.position_queries, DEFAULT_DB_ALIAS)
+        )
+    if request_routed.receivers:
+        request_routed.send(
+            sender=PinningRouterMiddleware,
+            outcome=outcome,
+            read_alias=read_alias or "",
+            token_check=state.token_check,
+            position_queries=state.position_queries,
+            group=DEFAULT_DB_ALIAS,
+        )
 
 
 # --- blaming a replica for a failed request ------------------------------------

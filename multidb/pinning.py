@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from functools import partial, wraps
-from typing import Any, Final, TypeAlias, TypeVar, cast
+from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.db.backends.signals import connection_created
@@ -59,6 +59,8 @@ TIME_PIN: Final = TimePin()
 #: What a request's reads wait for: nothing, the primary, or a replica that
 #: has replayed a position (an ``int``).  Never a bool: ``True == 1``.
 Pin: TypeAlias = "TimePin | int | None"
+#: How the router settled a request's token.
+TokenCheck: TypeAlias = Literal["cached", "queried", "behind"]
 
 
 def stricter(a: Pin, b: Pin) -> Pin:
@@ -108,14 +110,6 @@ class RequestState(rotation.Sticky):
     #: rotation).  Set by the router; unset until then (``getattr``), so that
     #: it costs a request that never moves nothing.
     moved: bool
-    #: How the router settled the request's token, for ``multidb.explain``
-    #: and the ``request_routed`` signal: ``"cached"`` (a replica the
-    #: prober had seen past it), ``"queried"`` (a replica asked had replayed
-    #: it) or ``"behind"`` (none had).  Unset until then, as ``moved``.
-    token_check: str
-    #: How many primary-position queries the middleware ran for the
-    #: response's cookie; unset (0) until one runs.
-    position_queries: int
 
     def __init__(
         self,
@@ -147,6 +141,16 @@ class RequestState(rotation.Sticky):
         self.reached_primary = False
         #: ``{primary: GroupState}`` for the other primaries it used.
         self._groups: dict[str, GroupState] | None = None
+        # Set, not left unset as ``moved``: the metrics read both at every
+        # request's end, and reading an unset slot raises inside.
+        #: How the router settled the request's token, for ``multidb.explain``
+        #: and the metrics: ``"cached"`` (a replica the prober had seen past
+        #: it), ``"queried"`` (a replica asked had replayed it) or ``"behind"``
+        #: (none had).
+        self.token_check: TokenCheck | None = None
+        #: How many primary-position queries the middleware ran for the
+        #: response's cookie.
+        self.position_queries = 0
 
     def group(self, primary: str) -> GroupState:
         """This request's state for another primary's group, made on first use."""

@@ -3,6 +3,7 @@ import math
 import re
 import sys
 from contextlib import contextmanager
+from functools import cached_property
 from http.cookies import CookieError
 from pathlib import Path
 
@@ -519,7 +520,8 @@ def test_every_setting_of_conf_settings_has_a_default_and_a_check_id():
     properties = {
         f"MULTIDB_{name}"
         for name, value in vars(Settings).items()
-        if isinstance(value, property) and name != "REPLICA_DATABASES"
+        if isinstance(value, (property, cached_property))
+        and name != "REPLICA_DATABASES"
     }
     assert properties == known_settings() == set(DEFAULTS) == set(SETTING_IDS)
     assert len(set(SETTING_IDS.values())) == len(SETTING_IDS)

@@ -10,17 +10,21 @@ tests/postgres/test_prometheus_requests.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.core import checks
 from django.test import Client, override_settings
 from django.urls import path
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
-from multidb import health, signals
+from multidb import health, signals, tallies
 from multidb.contrib.prometheus import metrics as prometheus_metrics
 from multidb.contrib.prometheus.checks import check_prometheus_client
 from multidb.contrib.prometheus.metrics import OUTCOMES, STATES, Metrics
@@ -30,20 +34,20 @@ from tests.scraping import names, registry, scrape, series, value
 __all__ = ["registry"]  # the fixture
 
 APP = "multidb.contrib.prometheus"
+ROOT = Path(__file__).resolve().parent.parent
 #: Probes of the SQLite databases need access to them.
 db = pytest.mark.django_db(databases=["default", "replica1", "replica2"])
 
 
-def routed(outcome: str = "replica", **kwargs) -> None:
-    arguments = {
-        "outcome": outcome,
-        "read_alias": "replica1",
-        "token_check": None,
-        "position_queries": 0,
-        "group": "default",
-        **kwargs,
-    }
-    signals.request_routed.send(sender=PinningRouterMiddleware, **arguments)
+def routed(
+    outcome: str = "replica",
+    token_check: str | None = None,
+    position_queries: int = 0,
+    group: str = "default",
+) -> None:
+    """A request ending as the middleware ends it, while something counts."""
+    if tallies.counting:
+        tallies.add((outcome, token_check, position_queries, group))
 
 
 def test_every_outcome_token_check_and_position_query_series_starts_at_zero(registry):
@@ -67,8 +71,8 @@ def test_each_routed_request_counts_its_outcome_token_check_and_position_queries
 ):
     routed("replica")
     routed("replica", token_check="cached")
-    routed("primary_token_waiting", read_alias="default", token_check="behind")
-    routed("primary_forced", read_alias="default", position_queries=1)
+    routed("primary_token_waiting", token_check="behind")
+    routed("primary_forced", position_queries=1)
     routed("replica", group="billing", token_check="queried", position_queries=2)
 
     samples = scrape(registry)
@@ -93,19 +97,61 @@ def test_a_disconnected_metrics_object_counts_nothing(registry):
     metrics = Metrics(None)
     metrics.connect()
     metrics.connect()  # once only
+    routed("primary_forced")
     metrics.unregister()  # on no registry: disconnects only
     routed("replica")
+    metrics.disconnect()  # again: nothing more
 
-    assert metrics.requests.labels("replica", "default")._value.get() == 0
+    assert metrics.requests.counts() == {("primary_forced", None, 0, "default"): 1}
+    samples = scrape(registry)
+    assert (
+        value(samples, "multidb_requests_total", outcome="replica", group="default")
+        == 1
+    )
     assert (
         value(
-            scrape(registry),
-            "multidb_requests_total",
-            outcome="replica",
-            group="default",
+            samples, "multidb_requests_total", outcome="primary_forced", group="default"
         )
         == 1
     )
+
+
+def test_counting_stops_when_every_metrics_object_has_disconnected():
+    first, second = Metrics(None), Metrics(None)
+    first.connect()
+    second.connect()
+    first.disconnect()
+    assert tallies.counting
+
+    second.disconnect()
+
+    assert not tallies.counting
+
+
+@db
+def test_requests_through_the_middleware_count_and_still_reach_the_signal(registry):
+    heard = []
+
+    def hear(sender, **kwargs):
+        heard.append(kwargs["outcome"])
+
+    signals.request_routed.connect(hear)
+    try:
+        with override_settings(
+            ROOT_URLCONF="tests.urls",
+            MIDDLEWARE=["multidb.middleware.PinningRouterMiddleware"],
+        ):
+            Client().get("/read/")
+            Client().post("/write-then-read/")
+    finally:
+        signals.request_routed.disconnect(hear)
+
+    requests = series(scrape(registry), "multidb_requests_total", "outcome", "group")
+    assert {key: n for key, n in requests.items() if n} == {
+        ("replica", "default"): 1,
+        ("primary_pinned_time", "default"): 1,
+    }
+    assert heard == ["replica", "primary_pinned_time"]
 
 
 def test_before_any_probe_every_replica_is_unknown_and_usable_and_nothing_is_timed(
@@ -315,7 +361,7 @@ def test_the_app_registers_the_metrics_on_the_default_registry_once(installed_ap
     from django.apps import apps
 
     apps.get_app_config("multidb_prometheus").ready()  # again: still once
-    routed("primary_atomic", read_alias="default")
+    routed("primary_atomic")
 
     samples = scrape(REGISTRY)
 
@@ -391,3 +437,93 @@ def test_the_check_says_prometheus_client_is_missing_and_the_app_starts_without(
     assert "prometheus_client is not installed" in error.msg
     assert "django-replica-router[prometheus]" in error.hint
     assert prometheus_metrics._installed is None
+
+
+# --- prometheus_client's multiprocess mode -----------------------------------
+
+
+def test_in_multiprocess_mode_the_request_counters_are_files_fed_by_the_signal(
+    monkeypatch,
+):
+    monkeypatch.setattr(prometheus_metrics, "multiprocess", lambda: True)
+    receivers = len(signals.request_routed.receivers)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.connect()
+    try:
+        signals.request_routed.send(
+            sender=PinningRouterMiddleware, outcome="replica", read_alias="replica1",
+            token_check="queried", position_queries=1, group="default",
+        )  # fmt: skip
+        samples = scrape(registry)
+    finally:
+        metrics.unregister()
+
+    assert isinstance(metrics.requests, prometheus_metrics.FileCounters)
+    assert (
+        value(samples, "multidb_requests_total", outcome="replica", group="default")
+        == 1
+    )
+    assert (
+        value(
+            samples, "multidb_requests_total", outcome="primary_atomic", group="default"
+        )
+        == 0
+    )
+    assert (
+        value(samples, "multidb_token_checks_total", result="queried", group="default")
+        == 1
+    )
+    assert value(samples, "multidb_position_queries_total", group="default") == 1
+    assert not any(name.startswith("multidb_") for name in names(scrape(registry)))
+    assert len(signals.request_routed.receivers) == receivers
+
+
+#: A worker of a site in multiprocess mode: the app installed, a trivial view,
+#: GET twice and POST once through the middleware.
+WORKER = """
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+urlpatterns = [path("", lambda request: HttpResponse(b"ok"))]
+sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}
+settings.configure(
+    DATABASES={"default": sqlite, "replica": sqlite},
+    DATABASE_ROUTERS=["multidb.PinningReplicaRouter"],
+    REPLICA_DATABASES=["replica"],
+    INSTALLED_APPS=["multidb", "multidb.contrib.prometheus"],
+    MIDDLEWARE=["multidb.middleware.PinningRouterMiddleware"],
+    ROOT_URLCONF=__name__,
+    ALLOWED_HOSTS=["*"],
+    MULTIDB_HEALTH_CHECK_INTERVAL=0,
+)
+django.setup()
+from django.test import Client
+
+client = Client()
+client.get("/")
+client.get("/")
+client.post("/")
+"""
+
+
+def test_in_multiprocess_mode_every_workers_requests_are_counted(tmp_path):
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", WORKER],
+            cwd=ROOT,
+            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PATH": os.environ["PATH"]},
+            check=True,
+            timeout=60,
+        )
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+
+    requests = series(scrape(registry), "multidb_requests_total", "outcome", "group")
+
+    assert {key: n for key, n in requests.items() if n} == {
+        ("replica", "default"): 4,
+        ("primary_pinned_time", "default"): 2,
+    }

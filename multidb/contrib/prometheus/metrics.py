@@ -1,26 +1,42 @@
 """The metrics, on a ``prometheus_client`` registry.
 
-Counters are fed by signals: ``request_routed`` (the middleware, once per
-request) and ``replica_down``/``replica_up``/``replica_lagging`` (the
-prober).  Gauges are read from the health registry when they are scraped
+The request counters are read from ``multidb.tallies`` when they are
+scraped (``RoutingCollector``): the middleware adds to a dict of its
+thread's at each request's end, with no lock and no signal.  Under
+``prometheus_client``'s multiprocess mode, which exports only the metrics it
+keeps in its files, they are ``prometheus_client`` counters fed by
+``request_routed`` instead (``FileCounters``).  The state-change counter is
+fed by ``replica_down``/``replica_up``/``replica_lagging`` (the prober).
+Gauges are read from the health registry when they are scraped
 (``HealthCollector``): nothing is updated between scrapes.
 """
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, get_args
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, values
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ... import groups, health, signals
+from ... import groups, health, signals, tallies
 from ...conf import DEFAULT_DB_ALIAS
 from ...explanation import Outcome, TokenCheck
 
-__all__ = ["OUTCOMES", "STATES", "HealthCollector", "Metrics", "install", "uninstall"]
+__all__ = [
+    "OUTCOMES",
+    "STATES",
+    "FileCounters",
+    "HealthCollector",
+    "Metrics",
+    "RoutingCollector",
+    "install",
+    "multiprocess",
+    "uninstall",
+]
 
 #: ``request_routed``'s outcomes: where a request's reads went, and why.
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -35,30 +51,38 @@ _CHANGES = (
     (signals.replica_lagging, "lagging"),
 )
 
+#: The request counters: (name, help, labels).
+_REQUESTS = (
+    "multidb_requests",
+    "Requests by where their reads went (outcome) and why.",
+    ["outcome", "group"],
+)
+_TOKEN_CHECKS = (
+    "multidb_token_checks",
+    "Pin tokens checked against the replicas' positions, by result.",
+    ["result", "group"],
+)
+_POSITION_QUERIES = (
+    "multidb_position_queries",
+    "Queries of the primary's position made for the pin cookie.",
+    ["group"],
+)
+
+
+def multiprocess() -> bool:
+    """Whether ``prometheus_client`` runs in multiprocess mode
+    (``PROMETHEUS_MULTIPROC_DIR`` was set when it was imported)."""
+    return values.ValueClass is not values.MutexValue
+
 
 class Metrics:
-    """The package's counters and gauges, registered on ``registry``, and
-    the signal receivers that feed the counters (``connect()``)."""
+    """The package's counters and gauges, registered on ``registry``; the
+    counters count from ``connect()`` to ``disconnect()``."""
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.registry = registry
-        self.requests = Counter(
-            "multidb_requests",
-            "Requests by where their reads went (outcome) and why.",
-            ["outcome", "group"],
-            registry=registry,
-        )
-        self.token_checks = Counter(
-            "multidb_token_checks",
-            "Pin tokens checked against the replicas' positions, by result.",
-            ["result", "group"],
-            registry=registry,
-        )
-        self.position_queries = Counter(
-            "multidb_position_queries",
-            "Queries of the primary's position made for the pin cookie.",
-            ["group"],
-            registry=registry,
+        self.requests: RoutingCollector | FileCounters = (
+            FileCounters(registry) if multiprocess() else RoutingCollector()
         )
         self.state_changes = Counter(
             "multidb_replica_state_changes",
@@ -68,27 +92,134 @@ class Metrics:
         )
         self.collector = HealthCollector()
         if registry is not None:
+            if isinstance(self.requests, RoutingCollector):
+                registry.register(self.requests)
             registry.register(self.collector)
+        self._receivers: list[tuple[Any, Any]] = []
+
+    def _state_change(self, to: str) -> Any:
+        def count(sender: Any, alias: str, **kwargs: Any) -> None:
+            group = groups.primary_of(alias) or DEFAULT_DB_ALIAS
+            self.state_changes.labels(alias, to, group).inc()
+
+        return count
+
+    def connect(self) -> None:
+        """Count from now on."""
+        if self._receivers:
+            return
+        self._receivers = [(signal, self._state_change(to)) for signal, to in _CHANGES]
+        if isinstance(self.requests, FileCounters):
+            self._receivers.append((signals.request_routed, self.requests.count))
+        for signal, receiver in self._receivers:
+            signal.connect(receiver, weak=False)
+        if isinstance(self.requests, RoutingCollector):
+            self.requests.start()
+
+    def disconnect(self) -> None:
+        for signal, receiver in self._receivers:
+            signal.disconnect(receiver)
+        if self._receivers and isinstance(self.requests, RoutingCollector):
+            self.requests.stop()
+        self._receivers = []
+
+    def unregister(self) -> None:
+        """Disconnect, and take every metric off the registry."""
+        self.disconnect()
+        if self.registry is not None:
+            found = [self.state_changes, self.collector]
+            if isinstance(self.requests, RoutingCollector):
+                found.append(self.requests)
+            else:
+                found += self.requests.counters()
+            for metric in found:
+                self.registry.unregister(metric)
+
+
+class RoutingCollector(Collector):
+    """The request counters, summed from ``multidb.tallies`` at each scrape:
+    what the requests that ended while it counted (``start()`` to
+    ``stop()``) added."""
+
+    def __init__(self) -> None:
+        self._counted: Tally[tallies.Key] = Tally()
+        self._since: Tally[tallies.Key] | None = None
+
+    def start(self) -> None:
+        if self._since is None:
+            tallies.start()
+            self._since = tallies.totals()
+
+    def stop(self) -> None:
+        if self._since is not None:
+            self._counted = self.counts()
+            self._since = None
+            tallies.stop()
+
+    def counts(self) -> Tally[tallies.Key]:
+        """What it counted, by ``multidb.tallies.Key``."""
+        counted = Tally(self._counted)
+        if self._since is not None:
+            now = tallies.totals()
+            now.subtract(self._since)
+            counted.update(now)
+        return +counted  # without the keys that did not move
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return [_counter(*family) for family in _COUNTER_FAMILIES]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
         # Known series start at 0, so that rate() sees their first increase.
+        requests: Tally[tuple[str, ...]] = Tally(
+            {(outcome, DEFAULT_DB_ALIAS): 0 for outcome in OUTCOMES}
+        )
+        checks: Tally[tuple[str, ...]] = Tally(
+            {(result, DEFAULT_DB_ALIAS): 0 for result in TOKEN_CHECKS}
+        )
+        queries: Tally[tuple[str, ...]] = Tally({(DEFAULT_DB_ALIAS,): 0})
+        for (outcome, token_check, position_queries, group), n in self.counts().items():
+            requests[outcome, group] += n
+            if token_check is not None:
+                checks[token_check, group] += n
+            queries[group,] += n * position_queries
+        found = []
+        for family, counts in zip(
+            _COUNTER_FAMILIES, (requests, checks, queries), strict=True
+        ):
+            metric = _counter(*family)
+            for labels, n in counts.items():
+                metric.add_metric(labels, n)
+            found.append(metric)
+        return found
+
+
+_COUNTER_FAMILIES = (_REQUESTS, _TOKEN_CHECKS, _POSITION_QUERIES)
+
+
+def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, labels=labels)
+
+
+class FileCounters:
+    """The request counters as ``prometheus_client`` counters, fed by
+    ``request_routed``: in multiprocess mode, where only they are exported
+    (at a signal's cost per request)."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.requests, self.token_checks, self.position_queries = (
+            Counter(name, doc, labels, registry=registry)
+            for name, doc, labels in _COUNTER_FAMILIES
+        )
         for outcome in OUTCOMES:
             self.requests.labels(outcome, DEFAULT_DB_ALIAS)
         for result in TOKEN_CHECKS:
             self.token_checks.labels(result, DEFAULT_DB_ALIAS)
         self.position_queries.labels(DEFAULT_DB_ALIAS)
-        # labels() takes a lock and builds a key: once per label values.
-        self._children: dict[tuple[Any, ...], Any] = {}
-        self._receivers: list[tuple[Any, Any]] = []
 
-    def _child(self, counter: Counter, *values: str) -> Any:
-        key = (counter, *values)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = counter.labels(*values)
-        return child
+    def counters(self) -> list[Counter]:
+        return [self.requests, self.token_checks, self.position_queries]
 
-    # --- receivers ---------------------------------------------------------
-
-    def count_request(
+    def count(
         self,
         sender: Any,
         outcome: str,
@@ -98,47 +229,11 @@ class Metrics:
         **kwargs: Any,
     ) -> None:
         """``request_routed``."""
-        self._child(self.requests, outcome, group).inc()
+        self.requests.labels(outcome, group).inc()
         if token_check is not None:
-            self._child(self.token_checks, token_check, group).inc()
+            self.token_checks.labels(token_check, group).inc()
         if position_queries:
-            self._child(self.position_queries, group).inc(position_queries)
-
-    def _state_change(self, to: str) -> Any:
-        def count(sender: Any, alias: str, **kwargs: Any) -> None:
-            group = groups.primary_of(alias) or DEFAULT_DB_ALIAS
-            self.state_changes.labels(alias, to, group).inc()
-
-        return count
-
-    # --- wiring ------------------------------------------------------------
-
-    def connect(self) -> None:
-        """Feed the counters from the package's signals."""
-        if self._receivers:
-            return
-        self._receivers = [(signals.request_routed, self.count_request)]
-        self._receivers += [(signal, self._state_change(to)) for signal, to in _CHANGES]
-        for signal, receiver in self._receivers:
-            signal.connect(receiver, weak=False)
-
-    def disconnect(self) -> None:
-        for signal, receiver in self._receivers:
-            signal.disconnect(receiver)
-        self._receivers = []
-
-    def unregister(self) -> None:
-        """Disconnect, and take every metric off the registry."""
-        self.disconnect()
-        if self.registry is not None:
-            for metric in (
-                self.requests,
-                self.token_checks,
-                self.position_queries,
-                self.state_changes,
-                self.collector,
-            ):
-                self.registry.unregister(metric)
+            self.position_queries.labels(group).inc(position_queries)
 
 
 class HealthCollector(Collector):
