@@ -47,7 +47,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/middleware.p
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from benchmarks import common
+from benchmarks import common, instructions
 from benchmarks.common import configure, header, ns, spread, verdict
 from benchmarks.seed import install_seed
 
@@ -409,13 +409,31 @@ def stand_ins(rounds: int) -> dict[str, dict[str, float]]:
 
 def components(rounds: int) -> dict[str, dict[str, float]]:
     """Parts of our middleware's work on a GET, to explain its added cost."""
+    from multidb import middleware, pinning, tallies
+
+    request = HttpRequest()
+    request.method = "GET"
+    # A request at its end, as the middleware counts it for the metrics.
+    ending = HttpRequest()
+    ending.method = "GET"
+    token = middleware._begin(ending, False)
+    tallies.start()
+    try:
+        return _request_parts(request, ending, rounds)
+    finally:
+        tallies.stop()
+        pinning.end_request(token)
+
+
+def _request_parts(
+    request: HttpRequest, ending: HttpRequest, rounds: int
+) -> dict[str, dict[str, float]]:
     from django.conf import settings
 
     from multidb import middleware, pinning
     from multidb.conf import conf
 
-    request = HttpRequest()
-    request.method = "GET"
+    response = HttpResponse(b"ok")
     return _time_calls(
         {
             "conf.PINNING_HEADER (unset: default)": lambda: conf.PINNING_HEADER,
@@ -426,6 +444,9 @@ def components(rounds: int) -> dict[str, dict[str, float]]:
             "_incoming(GET request)": lambda: middleware._incoming(request),
             "begin_request + end_request": lambda: pinning.end_request(
                 pinning.begin_request(pinning.NO_PIN)
+            ),
+            "request end, counted for the metrics": lambda: middleware._send_routed(
+                ending, response
             ),
         },
         rounds,
@@ -463,14 +484,37 @@ def measure(quick: bool = False) -> dict[str, Any]:
                         "verdict": "n/a" if ratio is None else verdict(ratio, limit),
                     }
                 )
+    counted = None
+    if instructions.available():
+        counted = instructions.per_request(list(CONFIGS), list(METHODS))
+        for config in OURS:
+            for method in METHODS:
+                ratio = _added_ratio(counted[method], config)
+                limit = TARGETS["WSGI"]
+                targets.append(
+                    {
+                        "target": f"WSGI {method}: {config}' added instructions <="
+                        f" {limit}x the seed's",
+                        "ratio": ratio,
+                        "limit": limit,
+                        "verdict": "n/a" if ratio is None else verdict(ratio, limit),
+                    }
+                )
     return {
         "rounds": rounds,
         "block_ms": block_ms,
         "results": results,
+        "instructions": counted,
         "targets": targets,
         "stand_ins": stand_ins(rounds),
         "components": components(rounds),
     }
+
+
+def _added_ratio(row: dict[str, int], config: str) -> float | None:
+    """``config``'s instructions added to a request, over the seed's."""
+    seed_added = row["seed"] - row["none"]
+    return (row[config] - row["none"]) / seed_added if seed_added > 0 else None
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -512,6 +556,28 @@ def print_report(report: dict[str, Any]) -> None:
             f" {seed_spread:>17} {ours:>11} {ours_spread:>17} {ratio:>9}"
             f" {metered:>9} {metered_spread:>17} {metered_ratio:>8}"
         )
+    counted = report.get("instructions")
+    if counted is None:
+        print(
+            "\n  Instructions per request: not counted (valgrind or setarch not found)."
+        )
+    else:
+        print(
+            "\n  Instructions per WSGI request (valgrind; the same in every run of"
+            " the same code):"
+        )
+        print(
+            f"  {'request':10} {'no middleware':>14} {'seed added':>11}"
+            f" {'ours added':>11} {'ours/seed':>9} {'+metrics':>9} {'+m/seed':>8}"
+        )
+        for method, counts in counted.items():
+            plain, metered = (_times(_added_ratio(counts, c)) for c in OURS)
+            added = {c: counts[c] - counts["none"] for c in CONFIGS}
+            print(
+                f"  WSGI {method:5} {counts['none']:>14,} {added['seed']:>11,}"
+                f" {added['ours']:>11,} {plain:>9}"
+                f" {added['ours + metrics']:>9,} {metered:>8}"
+            )
     print("\n  Targets (reported, never asserted):")
     for target in report["targets"]:
         ratio = "  n/a" if target["ratio"] is None else f"{target['ratio']:5.2f}x"
@@ -526,6 +592,10 @@ def print_report(report: dict[str, Any]) -> None:
     print("  Parts of ours (diagnostic), per call:")
     for name, figures in report["components"].items():
         print(f"    {name:40} {ns(figures['median_ns']):>8}")
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
 
 
 if __name__ == "__main__":

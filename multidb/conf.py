@@ -2,8 +2,10 @@
 
 Each value is a property.  Values are cached, because reading a setting
 that is not set costs about 2 µs (Django raises and catches AttributeError)
-and the middleware reads several per request; the cache is cleared on
-``setting_changed``, so ``override_settings`` takes effect at once.  Values
+and the middleware reads several per request: most are a
+``cached_property``, kept on ``conf`` itself, so that a read is an
+attribute lookup.  The caches are cleared on ``setting_changed``, so
+``override_settings`` takes effect at once.  Values
 are returned as configured; ``multidb.checks`` reports bad ones.
 """
 

@@ -1,0 +1,105 @@
+"""Section 2's WSGI requests counted in CPU instructions (valgrind), not timed.
+
+The timed figures of section 2 move by tenths of the ratio from run to run
+on a shared machine: another process takes the CPU, caches are cold.  The
+number of instructions a request runs does not: valgrind's cachegrind counts
+them, the same for the same code whatever else the machine is doing (with
+address-space randomisation and hash randomisation off).
+
+A child interpreter serves ``count`` WSGI requests of one configuration,
+after a warm-up, under cachegrind; two children with different counts give
+the instructions of one request as the difference over the extra requests
+(start-up and warm-up cancel out).  Interpreted code runs slower under
+valgrind, not differently.
+
+    python -m benchmarks.instructions CONFIG METHOD COUNT   (the child)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Requests served before counting starts (both children), and the extra
+#: requests of the second child.
+WARM_UP, EXTRA = 300, 400
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None and shutil.which("setarch") is not None
+
+
+def _instructions(config: str, method: str, count: int) -> int:
+    """Instructions of a child serving ``count`` requests after the warm-up."""
+    command = [
+        "setarch", "-R",  # the same addresses in every run
+        "valgrind", "--tool=cachegrind", "--cache-sim=no",
+        "--cachegrind-out-file=/dev/null",
+        sys.executable, "-m", "benchmarks.instructions", config, method, str(count),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count from valgrind:\n{done.stderr}")
+    return int(found.group(1).replace(",", ""))
+
+
+def per_request(configs: list[str], methods: list[str]) -> dict[str, dict[str, int]]:
+    """``{method: {config: instructions per request}}``, through WSGI."""
+    jobs = [(c, m, n) for m in methods for c in configs for n in (0, EXTRA)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counted = dict(
+            zip(jobs, pool.map(lambda job: _instructions(*job), jobs), strict=True)
+        )
+    return {
+        method: {
+            config: (counted[config, method, EXTRA] - counted[config, method, 0])
+            // EXTRA
+            for config in configs
+        }
+        for method in methods
+    }
+
+
+def _serve(config: str, method: str, count: int) -> None:
+    import gc
+
+    from benchmarks import middleware
+    from benchmarks.common import configure
+    from benchmarks.seed import install_seed
+
+    install_seed()
+    configure()
+    runner = middleware.Runner()
+    try:
+        runner.serve("WSGI", config, method, WARM_UP)
+        gc.collect()
+        gc.disable()  # a collection would fall in one child's count only
+        runner.serve("WSGI", config, method, count)
+    finally:
+        runner.close()
+
+
+def main(argv: list[str]) -> Any:
+    config, method, count = argv
+    _serve(config, method, int(count))
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(ROOT))
+    main(sys.argv[1:])
