@@ -178,10 +178,9 @@ def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
     usable = rotation.rotation().usable
     if not usable:
         return "primary_no_replica", DEFAULT_DB_ALIAS
-    # _holder_alias(state), inline: a request's state is a Sticky.
+    # _holder_alias(state), inline: a request's state is a Sticky, and one
+    # whose rotation is current (with replicas usable) holds a replica.
     replica = state.alias if state.rotation.current else None
-    if replica == DEFAULT_DB_ALIAS:
-        replica = None
     if type(pinned) is not int:
         return "replica", replica
     known = health.registry.replay_positions()

@@ -179,7 +179,7 @@ def app_in_atomic(request: RequestState | None = None, note: bool = True) -> boo
         connection = primary_connection()
         if connection is None:
             return False
-    return connection.in_atomic_block and in_app_atomic(connection, request, note)
+    return in_app_atomic(connection, request, note)
 
 
 def _repick(request: RequestState) -> str:

@@ -116,6 +116,19 @@ def test_a_disconnected_metrics_object_counts_nothing(registry):
     )
 
 
+def test_a_collector_started_twice_counts_once_and_stopped_twice_keeps_its_counts():
+    collector = prometheus_metrics.RoutingCollector()
+    collector.stop()  # never started: nothing to keep
+    collector.start()
+    collector.start()
+    routed("replica")
+    collector.stop()
+    collector.stop()
+
+    assert collector.counts() == {("replica", None, 0, "default"): 1}
+    assert not tallies.counting
+
+
 def test_counting_stops_when_every_metrics_object_has_disconnected():
     first, second = Metrics(None), Metrics(None)
     first.connect()
@@ -455,6 +468,11 @@ def test_in_multiprocess_mode_the_request_counters_are_files_fed_by_the_signal(
             sender=PinningRouterMiddleware, outcome="replica", read_alias="replica1",
             token_check="queried", position_queries=1, group="default",
         )  # fmt: skip
+        signals.request_routed.send(
+            sender=PinningRouterMiddleware, outcome="primary_forced",
+            read_alias="default", token_check=None, position_queries=0,
+            group="default",
+        )  # fmt: skip
         samples = scrape(registry)
     finally:
         metrics.unregister()
@@ -469,6 +487,12 @@ def test_in_multiprocess_mode_the_request_counters_are_files_fed_by_the_signal(
             samples, "multidb_requests_total", outcome="primary_atomic", group="default"
         )
         == 0
+    )
+    assert (
+        value(
+            samples, "multidb_requests_total", outcome="primary_forced", group="default"
+        )
+        == 1
     )
     assert (
         value(samples, "multidb_token_checks_total", result="queried", group="default")
