@@ -35,6 +35,7 @@ import contextlib
 import gc
 import io
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -484,9 +485,15 @@ def measure(quick: bool = False) -> dict[str, Any]:
                         "verdict": "n/a" if ratio is None else verdict(ratio, limit),
                     }
                 )
-    counted = None
+    counted, uncounted = None, "valgrind or setarch not found"
     if instructions.available():
-        counted = instructions.per_request(list(CONFIGS), list(METHODS))
+        try:
+            counted = instructions.per_request(list(CONFIGS), list(METHODS))
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
+            # A supplement to the timed figures: its failure is reported,
+            # never a broken section.
+            uncounted = f"valgrind failed: {str(error).splitlines()[0]}"
+    if counted is not None:
         for config in OURS:
             for method in METHODS:
                 ratio = _added_ratio(counted[method], config)
@@ -505,6 +512,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
         "block_ms": block_ms,
         "results": results,
         "instructions": counted,
+        "uncounted": uncounted,
         "targets": targets,
         "stand_ins": stand_ins(rounds),
         "components": components(rounds),
@@ -558,9 +566,7 @@ def print_report(report: dict[str, Any]) -> None:
         )
     counted = report.get("instructions")
     if counted is None:
-        print(
-            "\n  Instructions per request: not counted (valgrind or setarch not found)."
-        )
+        print(f"\n  Instructions per request: not counted ({report.get('uncounted')}).")
     else:
         print(
             "\n  Instructions per WSGI request (valgrind; the same in every run of"
