@@ -578,11 +578,11 @@ def print_report(report: dict[str, Any]) -> None:
         )
         for method, counts in counted.items():
             plain, metered = (_times(_added_ratio(counts, c)) for c in OURS)
-            added = {c: counts[c] - counts["none"] for c in CONFIGS}
+            extra = {c: counts[c] - counts["none"] for c in CONFIGS}
             print(
-                f"  WSGI {method:5} {counts['none']:>14,} {added['seed']:>11,}"
-                f" {added['ours']:>11,} {plain:>9}"
-                f" {added['ours + metrics']:>9,} {metered:>8}"
+                f"  WSGI {method:5} {counts['none']:>14,} {extra['seed']:>11,}"
+                f" {extra['ours']:>11,} {plain:>9}"
+                f" {extra['ours + metrics']:>9,} {metered:>8}"
             )
     print("\n  Targets (reported, never asserted):")
     for target in report["targets"]:
