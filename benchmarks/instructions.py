@@ -3,8 +3,10 @@
 The timed figures of section 2 move by tenths of the ratio from run to run
 on a shared machine: another process takes the CPU, caches are cold.  The
 number of instructions a request runs does not: valgrind's cachegrind counts
-them, the same for the same code whatever else the machine is doing (with
-address-space randomisation and hash randomisation off).
+them, the same for the same code and installation whatever else the machine
+is doing (with address-space randomisation and hash randomisation off).
+Another installation (another path, other library builds) counts a little
+differently: compare the ratios of one run, as with the timed figures.
 
 A child interpreter serves ``count`` WSGI requests of one configuration,
 after a warm-up, under cachegrind; two children with different counts give

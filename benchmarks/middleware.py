@@ -570,7 +570,7 @@ def print_report(report: dict[str, Any]) -> None:
     else:
         print(
             "\n  Instructions per WSGI request (valgrind; the same in every run of"
-            " the same code):"
+            " the same code here):"
         )
         print(
             f"  {'request':10} {'no middleware':>14} {'seed added':>11}"
