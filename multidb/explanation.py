@@ -167,13 +167,7 @@ def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
     pinned = state.pinned
     if pinned is TIME_PIN:
         return "primary_pinned_time", DEFAULT_DB_ALIAS
-    try:
-        # The hot path's first check (routers.route_read), inline for the
-        # same reason: at every request's end, it is most of the cost.
-        in_block = routers._primary_storage.default.in_atomic_block
-    except AttributeError:  # storage not found yet, or no connection yet
-        in_block = True
-    if in_block and routers.app_in_atomic(state, False):
+    if _in_app_atomic(state):
         return "primary_atomic", DEFAULT_DB_ALIAS
     usable = rotation.rotation().usable
     if not usable:
@@ -289,5 +283,9 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
 
 
 def _in_app_atomic(request: RequestState | None) -> bool:
-    """``routers.app_in_atomic``, without noting the view's block."""
-    return routers.app_in_atomic(request, note=False)
+    """``routers.app_in_atomic``, without noting the view's block, after the
+    router's own first check (as ``route_read`` makes it): at every
+    request's end, the full question is most of the outcome's cost."""
+    return routers.primary_may_be_in_atomic() and routers.app_in_atomic(
+        request, note=False
+    )

@@ -165,6 +165,16 @@ def route_read(router: object, model: object, **hints: object) -> str:
     return read_alias_after(request)  # type: ignore[arg-type]
 
 
+def primary_may_be_in_atomic() -> bool:
+    """``route_read``'s first check, for callers off the hot path: False
+    when this thread's connection to the primary, as last seen, is in no
+    ``atomic()`` block; then ``app_in_atomic`` need not look."""
+    try:
+        return bool(_primary_storage.default.in_atomic_block)
+    except AttributeError:  # storage not found yet, or no connection yet
+        return True
+
+
 def app_in_atomic(request: RequestState | None = None, note: bool = True) -> bool:
     """Whether this context's connection to the primary is inside an
     ``atomic()`` the application opened (see ``in_app_atomic``, and its
