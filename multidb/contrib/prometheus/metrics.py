@@ -67,6 +67,7 @@ _POSITION_QUERIES = (
     "Queries of the primary's position made for the pin cookie.",
     ["group"],
 )
+_COUNTER_FAMILIES = (_REQUESTS, _TOKEN_CHECKS, _POSITION_QUERIES)
 
 
 def multiprocess() -> bool:
@@ -82,7 +83,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         self.registry = registry
         self.requests: RoutingCollector | FileCounters = (
-            FileCounters(registry) if multiprocess() else RoutingCollector()
+            FileCounters() if multiprocess() else RoutingCollector()
         )
         self.state_changes = Counter(
             "multidb_replica_state_changes",
@@ -92,8 +93,7 @@ class Metrics:
         )
         self.collector = HealthCollector()
         if registry is not None:
-            if isinstance(self.requests, RoutingCollector):
-                registry.register(self.requests)
+            self.requests.register(registry)
             registry.register(self.collector)
         self._receivers: list[tuple[Any, Any]] = []
 
@@ -109,17 +109,14 @@ class Metrics:
         if self._receivers:
             return
         self._receivers = [(signal, self._state_change(to)) for signal, to in _CHANGES]
-        if isinstance(self.requests, FileCounters):
-            self._receivers.append((signals.request_routed, self.requests.count))
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)
-        if isinstance(self.requests, RoutingCollector):
-            self.requests.start()
+        self.requests.start()
 
     def disconnect(self) -> None:
         for signal, receiver in self._receivers:
             signal.disconnect(receiver)
-        if self._receivers and isinstance(self.requests, RoutingCollector):
+        if self._receivers:
             self.requests.stop()
         self._receivers = []
 
@@ -127,12 +124,8 @@ class Metrics:
         """Disconnect, and take every metric off the registry."""
         self.disconnect()
         if self.registry is not None:
-            found = [self.state_changes, self.collector]
-            if isinstance(self.requests, RoutingCollector):
-                found.append(self.requests)
-            else:
-                found += self.requests.counters()
-            for metric in found:
+            self.requests.unregister(self.registry)
+            for metric in (self.state_changes, self.collector):
                 self.registry.unregister(metric)
 
 
@@ -144,6 +137,12 @@ class RoutingCollector(Collector):
     def __init__(self) -> None:
         self._counted: Tally[tallies.Key] = Tally()
         self._since: Tally[tallies.Key] | None = None
+
+    def register(self, registry: CollectorRegistry) -> None:
+        registry.register(self)
+
+    def unregister(self, registry: CollectorRegistry) -> None:
+        registry.unregister(self)
 
     def start(self) -> None:
         if self._since is None:
@@ -193,9 +192,6 @@ class RoutingCollector(Collector):
         return found
 
 
-_COUNTER_FAMILIES = (_REQUESTS, _TOKEN_CHECKS, _POSITION_QUERIES)
-
-
 def _counter(name: str, documentation: str, labels: list[str]) -> CounterMetricFamily:
     return CounterMetricFamily(name, documentation, labels=labels)
 
@@ -205,9 +201,9 @@ class FileCounters:
     ``request_routed``: in multiprocess mode, where only they are exported
     (at a signal's cost per request)."""
 
-    def __init__(self, registry: CollectorRegistry | None) -> None:
+    def __init__(self) -> None:
         self.requests, self.token_checks, self.position_queries = (
-            Counter(name, doc, labels, registry=registry)
+            Counter(name, doc, labels, registry=None)
             for name, doc, labels in _COUNTER_FAMILIES
         )
         for outcome in OUTCOMES:
@@ -216,8 +212,19 @@ class FileCounters:
             self.token_checks.labels(result, DEFAULT_DB_ALIAS)
         self.position_queries.labels(DEFAULT_DB_ALIAS)
 
-    def counters(self) -> list[Counter]:
-        return [self.requests, self.token_checks, self.position_queries]
+    def register(self, registry: CollectorRegistry) -> None:
+        for counter in (self.requests, self.token_checks, self.position_queries):
+            registry.register(counter)
+
+    def unregister(self, registry: CollectorRegistry) -> None:
+        for counter in (self.requests, self.token_checks, self.position_queries):
+            registry.unregister(counter)
+
+    def start(self) -> None:
+        signals.request_routed.connect(self.count, weak=False)
+
+    def stop(self) -> None:
+        signals.request_routed.disconnect(self.count)
 
     def count(
         self,
