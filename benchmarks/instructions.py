@@ -14,11 +14,17 @@ the instructions of one request as the difference over the extra requests
 (start-up and warm-up cancel out).  Interpreted code runs slower under
 valgrind, not differently.
 
+``NOT_COUNTING`` is the "ours + metrics" configuration with its metrics
+disconnected after the warm-up: beside "ours + metrics", in the same
+installation and with the same modules loaded, it gives what the metrics'
+counting alone adds to a request.
+
     python -m benchmarks.instructions CONFIG METHOD COUNT   (the child)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Requests served before counting starts (both children), and the extra
 #: requests of the second child.
 WARM_UP, EXTRA = 300, 400
+METERED = "ours + metrics"
+NOT_COUNTING = "ours + metrics, not counting"
 
 
 def available() -> bool:
@@ -87,11 +95,14 @@ def _serve(config: str, method: str, count: int) -> None:
     install_seed()
     configure()
     runner = middleware.Runner()
+    served = METERED if config == NOT_COUNTING else config
     try:
-        runner.serve("WSGI", config, method, WARM_UP)
+        runner.serve("WSGI", served, method, WARM_UP)
+        if config == NOT_COUNTING:
+            runner.setup = lambda config: contextlib.nullcontext()  # type: ignore[method-assign]
         gc.collect()
         gc.disable()  # a collection would fall in one child's count only
-        runner.serve("WSGI", config, method, count)
+        runner.serve("WSGI", served, method, count)
     finally:
         runner.close()
 

@@ -167,21 +167,33 @@ def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
     pinned = state.pinned
     if pinned is TIME_PIN:
         return "primary_pinned_time", DEFAULT_DB_ALIAS
-    if _in_app_atomic(state):
+    if routers.reads_in_app_atomic(state):
         return "primary_atomic", DEFAULT_DB_ALIAS
-    usable = rotation.rotation().usable
+    # The state's rotation while it is current: rotation.rotation() without
+    # the call.
+    replicas = state.rotation
+    current = replicas.current
+    usable = (replicas if current else rotation.rotation()).usable
     if not usable:
         return "primary_no_replica", DEFAULT_DB_ALIAS
     # _holder_alias(state), inline: a request's state is a Sticky, and one
     # whose rotation is current (with replicas usable) holds a replica.
-    replica = state.alias if state.rotation.current else None
+    replica = state.alias if current else None
     if type(pinned) is not int:
         return "replica", replica
-    known = health.registry.replay_positions()
-    past = sorted(a for a in usable if known.get(a, -1) >= pinned)
+    past = _known_past(sorted(usable), pinned)
     if not past or state.checked:
         return "primary_token_waiting", DEFAULT_DB_ALIAS
     return "replica", replica if replica in past else past[0]
+
+
+def _known_past(aliases: list[str], position: int) -> list[str]:
+    """Those of ``aliases`` the prober has seen replay ``position``, in order.
+
+    Its own function: a comprehension over ``position`` in the caller would
+    make every call of ``request_outcome`` build closure cells."""
+    known = health.registry.replay_positions()
+    return [a for a in aliases if known.get(a, -1) >= position]
 
 
 def _holder_alias(holder: rotation.Sticky | pinning._Fixed) -> str | None:
@@ -226,7 +238,6 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
                 waiting_on = pinned
 
     usable = rotation.rotation().usable
-    known = health.registry.replay_positions()
     candidates = sorted(usable)
     no_replica = not usable
     if bound is not None and not no_replica:
@@ -237,9 +248,7 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         )
         measured = conf.HEALTH_CHECK_INTERVAL is not None and health.registry.measured()
         no_replica = not (measured and candidates)
-    past = tuple(
-        a for a in candidates if token is not None and known.get(a, -1) >= token
-    )
+    past = tuple(_known_past(candidates, token)) if token is not None else ()
     waiting = waiting_on is not None and (
         not past or (ended and request is not None and request.checked)
     )
@@ -260,7 +269,7 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         token_waiting=waiting,
         replicas_past_token=tuple(sorted(past)),
         token_check=token_check,
-        in_atomic=_in_app_atomic(request),
+        in_atomic=routers.reads_in_app_atomic(request),
         atomic_requests=request is not None and request.atomic_view,
         no_replica=no_replica,
         no_replica_policy=conf.NO_REPLICA,
@@ -281,11 +290,3 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
             alias = replica
     return replace(explanation, read_alias=alias)
 
-
-def _in_app_atomic(request: RequestState | None) -> bool:
-    """``routers.app_in_atomic``, without noting the view's block, after the
-    router's own first check (as ``route_read`` makes it): at every
-    request's end, the full question is most of the outcome's cost."""
-    return routers.primary_may_be_in_atomic() and routers.app_in_atomic(
-        request, note=False
-    )

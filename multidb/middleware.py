@@ -349,7 +349,7 @@ class PinningRouterMiddleware:
             response = self.get_response(request)
             response = self.process_response(request, response)
             if tallies.counting or request_routed.receivers:
-                _send_routed(request, response)
+                _send_routed(getattr(request, _STATE), response)
             return response
         finally:
             end_request(token)
@@ -373,7 +373,7 @@ class PinningRouterMiddleware:
                 if seen is not None:
                     _set_cookie(response, seen)
             if tallies.counting or request_routed.receivers:
-                _send_routed(request, response)
+                _send_routed(getattr(request, _STATE), response)
             return response
         finally:
             end_request(token)
@@ -418,10 +418,10 @@ class PinningRouterMiddleware:
         return response
 
 
-def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
-    """Count ``request``, which is ending, in ``multidb.tallies`` (while
-    something counts), and send ``request_routed`` (while it has receivers)."""
-    state: RequestState = getattr(request, _STATE)
+def _send_routed(state: RequestState, response: HttpResponseBase) -> None:
+    """Count the request of ``state``, which is ending, in ``multidb.tallies``
+    (while something counts), and send ``request_routed`` (while it has
+    receivers)."""
     if getattr(response, "_db_write", False):
         # A ``db_write`` view: its block, over now, sent its reads to the
         # primary.
@@ -430,9 +430,7 @@ def _send_routed(request: HttpRequest, response: HttpResponseBase) -> None:
     else:
         outcome, read_alias = explanation.request_outcome(state)
     if tallies.counting:
-        tallies.add(
-            (outcome, state.token_check, state.position_queries, DEFAULT_DB_ALIAS)
-        )
+        tallies.add(outcome, state.token_check, state.position_queries)
     if request_routed.receivers:
         request_routed.send(
             sender=PinningRouterMiddleware,

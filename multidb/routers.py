@@ -165,14 +165,17 @@ def route_read(router: object, model: object, **hints: object) -> str:
     return read_alias_after(request)  # type: ignore[arg-type]
 
 
-def primary_may_be_in_atomic() -> bool:
-    """``route_read``'s first check, for callers off the hot path: False
-    when this thread's connection to the primary, as last seen, is in no
-    ``atomic()`` block; then ``app_in_atomic`` need not look."""
+def reads_in_app_atomic(request: RequestState | None = None) -> bool:
+    """``app_in_atomic(request, note=False)``, for callers off the hot path
+    that ask at every request's end: with ``route_read``'s first check
+    before it, as most of the time this thread's connection to the primary,
+    as last seen, is in no ``atomic()`` block."""
     try:
-        return bool(_primary_storage.default.in_atomic_block)
+        if not _primary_storage.default.in_atomic_block:
+            return False
     except AttributeError:  # storage not found yet, or no connection yet
-        return True
+        pass
+    return app_in_atomic(request, note=False)
 
 
 def app_in_atomic(request: RequestState | None = None, note: bool = True) -> bool:

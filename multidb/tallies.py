@@ -1,80 +1,81 @@
 """How requests were routed, counted for the metrics without a lock.
 
-``PinningRouterMiddleware`` adds each ending request's key (its outcome,
-token check, position queries and group) while something counts
-(``start()``, as ``multidb.contrib.prometheus`` does), and
-``totals()`` sums them when the metrics are scraped.
+``PinningRouterMiddleware`` adds each ending request (its outcome, token
+check and position queries, for ``default``'s group) while something counts
+(``start()``, as ``multidb.contrib.prometheus`` does), and ``totals()``
+reads them when the metrics are scraped.
 
-A request's end is on the hot path of every request: a lock, or a signal's
-dispatch, would cost it more than the rest of the middleware's end.  So
-each thread adds to a dict of its own, which no other thread writes: no
-lock, and no count lost.  ``totals()`` copies each dict under the GIL (or,
-free-threaded, the dict's own lock).  A thread's dict is folded into one of
-ended threads when its thread-locals are cleared (the thread ended), so a
-server that starts a thread per request keeps a dict per live thread only.
+A request's end is on the hot path of every request: a lock, a signal's
+dispatch, or a thread-local dict would cost it more than the rest of the
+middleware's end.  So each count is an ``itertools.count``, as the
+standard library counts (``asyncio``'s task names): its ``next()`` is one
+call into C that the GIL does not leave halfway (and that free-threaded
+builds make atomic, since 3.13), so threads adding at once lose no count;
+and it allocates nothing, where a tuple key per request would also cost the
+garbage collector.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
-import weakref
-from collections import Counter, defaultdict
+from collections import Counter
 
 __all__ = ["Key", "add", "counting", "start", "stop", "totals"]
 
-#: ``(outcome, token_check, position_queries, group)``.
-Key = tuple[str, "str | None", int, str]
+#: What a count counts: ``("outcome", outcome)``, ``("token_check",
+#: result)`` or ``("position_queries", "")``.
+Key = tuple[str, str]
 
 #: How many counters have ``start()``-ed and not ``stop()``-ped: the
 #: middleware counts while it is above 0.
 counting = 0
 
-_local = threading.local()
 _lock = threading.Lock()
-#: The dict of each thread that has counted and not ended, by ``id``.
-_live: dict[int, defaultdict[Key, int]] = {}
-#: What the ended threads counted.
-_ended: Counter[Key] = Counter()
+_outcomes: dict[str, itertools.count[int]] = {}
+_token_checks: dict[str, itertools.count[int]] = {}
+_position_queries = itertools.count()
 
 
-class _Owner:
-    """Lives as long as its thread's locals: its end folds the counts."""
-
-    __slots__ = ("__weakref__",)
-
-
-def add(key: Key) -> None:
-    """Count one request that ended with ``key``, in this thread's dict."""
+def add(outcome: str, token_check: str | None, position_queries: int) -> None:
+    """Count one request that ended with ``outcome``, having checked its
+    token (``token_check``) and asked the primary's position
+    ``position_queries`` times."""
     try:
-        _local.counts[key] += 1
-    except AttributeError:
-        _own_counts()[key] += 1
+        next(_outcomes[outcome])
+    except KeyError:
+        next(_new(_outcomes, outcome))
+    if token_check is not None:
+        try:
+            next(_token_checks[token_check])
+        except KeyError:
+            next(_new(_token_checks, token_check))
+    if position_queries:  # rarely: a loop's set-up costs more than the test
+        for _ in range(position_queries):
+            next(_position_queries)
 
 
-def _own_counts() -> defaultdict[Key, int]:
-    counts: defaultdict[Key, int] = defaultdict(int)
-    owner = _Owner()
-    weakref.finalize(owner, _fold, counts)
+def _new(counts: dict[str, itertools.count[int]], name: str) -> itertools.count[int]:
     with _lock:
-        _live[id(counts)] = counts
-    _local.counts, _local.owner = counts, owner
-    return counts
+        return counts.setdefault(name, itertools.count())
 
 
-def _fold(counts: defaultdict[Key, int]) -> None:
-    """``counts``' thread ended: nothing adds to them any more."""
-    with _lock:
-        del _live[id(counts)]
-        _ended.update(counts)
+def _read(count: itertools.count[int]) -> int:
+    """How many times ``count`` was advanced: the next number it gives,
+    read from its repr (``count(5)``), as it has no other reader that
+    leaves it be."""
+    return int(repr(count)[6:-1])
 
 
 def totals() -> Counter[Key]:
-    """Every request counted so far in this process, by key."""
+    """Every request counted so far in this process, by ``Key``."""
     with _lock:
-        total = Counter(_ended)
-        for counts in _live.values():
-            # A copy: its thread may add a key while this one iterates.
-            total.update(counts.copy())
+        found = [("outcome", name, count) for name, count in _outcomes.items()]
+        found += [("token_check", name, count) for name, count in _token_checks.items()]
+    total: Counter[Key] = Counter(
+        {(kind, name): _read(count) for kind, name, count in found}
+    )
+    total["position_queries", ""] = _read(_position_queries)
     return total
 
 

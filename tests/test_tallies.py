@@ -1,4 +1,4 @@
-"""``multidb.tallies``: request counts kept per thread without a lock."""
+"""``multidb.tallies``: request counts kept without a lock."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 
 from multidb import tallies
 
-KEY = ("replica", None, 0, "default")
-OTHER = ("primary_pinned_time", None, 1, "default")
+REPLICA = ("outcome", "replica")
+PINNED = ("outcome", "primary_pinned_time")
+CACHED = ("token_check", "cached")
+QUERIES = ("position_queries", "")
 
 
 @pytest.fixture
@@ -42,43 +44,72 @@ def test_threads_counting_at_once_lose_no_count():
     def count() -> None:
         start.wait()
         for n in range(5000):
-            tallies.add(KEY if n % 2 else OTHER)
+            if n % 2:
+                tallies.add("replica", "cached", 0)
+            else:
+                tallies.add("primary_pinned_time", None, 1)
 
     in_threads(8, count)
 
     after = tallies.totals()
-    assert after[KEY] - before[KEY] == 20000
-    assert after[OTHER] - before[OTHER] == 20000
+    after.subtract(before)
+    assert after[REPLICA] == after[PINNED] == after[CACHED] == 20000
+    assert after[QUERIES] == 20000
 
 
-def test_an_ended_threads_counts_are_kept_and_its_dict_is_let_go():
+def test_each_count_adds_its_outcome_token_check_and_position_queries():
     before = tallies.totals()
-    live = len(tallies._live)
+
+    tallies.add("replica", None, 0)
+    tallies.add("replica", "queried", 2)
+    tallies.add("primary_token_waiting", "behind", 1)
+
+    after = tallies.totals()
+    after.subtract(before)
+    assert +after == {
+        REPLICA: 2,
+        ("outcome", "primary_token_waiting"): 1,
+        ("token_check", "queried"): 1,
+        ("token_check", "behind"): 1,
+        QUERIES: 3,
+    }
+
+
+def test_an_ended_threads_counts_are_kept():
+    before = tallies.totals()
 
     for _ in range(30):  # a server starting a thread per request
-        in_threads(1, lambda: tallies.add(KEY))
+        in_threads(1, lambda: tallies.add("replica", None, 0))
 
-    assert tallies.totals()[KEY] - before[KEY] == 30
-    assert len(tallies._live) == live
+    assert tallies.totals()[REPLICA] - before[REPLICA] == 30
 
 
 @pytest.mark.usefixtures("fast_switching")
-def test_totals_read_while_threads_add_new_keys():
+def test_totals_read_while_threads_add_new_outcomes():
+    before = tallies.totals()
     done = threading.Event()
     seen: list[int] = []
 
     def add() -> None:
         for n in range(3000):
-            tallies.add(("replica", None, n, "default"))
+            tallies.add(f"outcome {n % 300}", None, 0)
         done.set()
 
     thread = threading.Thread(target=add)
     thread.start()
-    while not done.is_set():
-        seen.append(sum(tallies.totals().values()))
-    thread.join()
+    try:
+        while not done.is_set():
+            seen.append(sum(tallies.totals().values()))
+        thread.join()
 
-    assert seen == sorted(seen)  # counts only grow
+        assert seen == sorted(seen)  # counts only grow
+        added = tallies.totals()
+        added.subtract(before)
+        assert sum(added[("outcome", f"outcome {n}")] for n in range(300)) == 3000
+    finally:
+        thread.join()
+        for n in range(300):  # no test outcome left for a later scrape
+            tallies._outcomes.pop(f"outcome {n}", None)
 
 
 def test_counting_is_on_while_one_start_is_not_stopped():

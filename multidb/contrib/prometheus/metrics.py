@@ -176,11 +176,13 @@ class RoutingCollector(Collector):
             {(result, DEFAULT_DB_ALIAS): 0 for result in TOKEN_CHECKS}
         )
         queries: Tally[tuple[str, ...]] = Tally({(DEFAULT_DB_ALIAS,): 0})
-        for (outcome, token_check, position_queries, group), n in self.counts().items():
-            requests[outcome, group] += n
-            if token_check is not None:
-                checks[token_check, group] += n
-            queries[group,] += n * position_queries
+        # The middleware counts ``default``'s group.
+        by_kind = {"outcome": requests, "token_check": checks}
+        for (kind, name), n in self.counts().items():
+            if kind in by_kind:
+                by_kind[kind][name, DEFAULT_DB_ALIAS] += n
+            else:
+                queries[DEFAULT_DB_ALIAS,] += n
         found = []
         for family, counts in zip(
             _COUNTER_FAMILIES, (requests, checks, queries), strict=True
