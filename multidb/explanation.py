@@ -160,27 +160,14 @@ def at_request_end(state: RequestState) -> Explanation:
     return describe(Scope(request=state), ended=True)
 
 
-def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
-    """``at_request_end(state)``'s ``outcome`` and ``read_alias``, without
-    building the record: what ``request_routed`` costs every request while
-    it has receivers.  The same checks, in the same order."""
-    pinned = state.pinned
-    if pinned is TIME_PIN:
-        return "primary_pinned_time", DEFAULT_DB_ALIAS
-    if routers.reads_in_app_atomic(state):
-        return "primary_atomic", DEFAULT_DB_ALIAS
-    # The state's rotation while it is current: rotation.rotation() without
-    # the call.
-    replicas = state.rotation
-    current = replicas.current
-    usable = (replicas if current else rotation.rotation()).usable
-    if not usable:
-        return "primary_no_replica", DEFAULT_DB_ALIAS
-    # _holder_alias(state), inline: a request's state is a Sticky, and one
-    # whose rotation is current (with replicas usable) holds a replica.
-    replica = state.alias if current else None
-    if type(pinned) is not int:
-        return "replica", replica
+def token_outcome(
+    state: RequestState, pinned: int, usable: frozenset[str], replica: str | None
+) -> tuple[Outcome, str | None]:
+    """The outcome and replica of a request with a position token
+    (``pinned``), at its end, among the ``usable`` replicas (``replica``
+    being its own): the last check of ``PinningRouterMiddleware``'s quick
+    outcome, which makes ``at_request_end``'s checks in the same order
+    without building the record."""
     past = _known_past(sorted(usable), pinned)
     if not past or state.checked:
         return "primary_token_waiting", DEFAULT_DB_ALIAS
@@ -190,8 +177,8 @@ def request_outcome(state: RequestState) -> tuple[Outcome, str | None]:
 def _known_past(aliases: list[str], position: int) -> list[str]:
     """Those of ``aliases`` the prober has seen replay ``position``, in order.
 
-    Its own function: a comprehension over ``position`` in the caller would
-    make every call of ``request_outcome`` build closure cells."""
+    Its own function: a comprehension over ``position`` in the caller
+    would make every call of the caller build closure cells."""
     known = health.registry.replay_positions()
     return [a for a in aliases if known.get(a, -1) >= position]
 
@@ -289,4 +276,3 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         else:
             alias = replica
     return replace(explanation, read_alias=alias)
-

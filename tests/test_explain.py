@@ -18,13 +18,13 @@ from django.http import HttpRequest, HttpResponse
 from django.test import AsyncRequestFactory, RequestFactory, override_settings
 
 import multidb
-from multidb import explain, pinning, rotation, routers, signals
+from multidb import explain, pinning, rotation, routers, signals, tallies
+from multidb import middleware as middleware_module
 from multidb.conf import conf
 from multidb.explanation import (
     Explanation,
     at_request_end,
     describe,
-    request_outcome,
 )
 from multidb.middleware import PinningRouterMiddleware
 from multidb.pinning import (
@@ -430,9 +430,21 @@ def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
 
 
 def at_the_end(state: Any) -> tuple[str, str | None]:
-    """``request_outcome`` and the record, which must agree."""
+    """The middleware's quick outcome at the request's end, as
+    ``request_routed`` sends it, and the record, which must agree."""
+    heard: list[dict[str, Any]] = []
+
+    def hear(sender: Any, **kwargs: Any) -> None:
+        heard.append(kwargs)
+
+    signals.request_routed.connect(hear)
+    try:
+        middleware_module._send_routed(state, HttpResponse())
+    finally:
+        signals.request_routed.disconnect(hear)
+    [sent] = heard
+    quick = (sent["outcome"], sent["read_alias"] or None)
     ended = at_request_end(state)
-    quick = request_outcome(state)
     assert quick == (ended.outcome, ended.read_alias)
     return quick
 
@@ -603,13 +615,12 @@ async def test_request_routed_after_an_async_request_that_read_nothing(routed):
 
 
 def test_nothing_is_sent_nor_built_without_receivers(monkeypatch):
-    from multidb import explanation
+    def fail(state: Any, response: Any) -> None:
+        raise AssertionError("found an outcome with no receiver, not counting")
 
-    def fail(state: Any) -> None:
-        raise AssertionError("built an explanation with no receiver")
-
-    monkeypatch.setattr(explanation, "request_outcome", fail)
+    monkeypatch.setattr(middleware_module, "_send_routed", fail)
     assert not signals.request_routed.receivers
+    assert not tallies.counting
 
     response = PinningRouterMiddleware(lambda request: HttpResponse())(_request())
 
