@@ -175,10 +175,13 @@ def payload(position: int, alias: str = "default") -> str:
 positions = st.integers(0, 2**64 - 1)
 #: ASCII garbage (any text is fuzzed on SQLite, in tests/test_fuzz.py).
 printable = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=80)
-#: Text no position format reads: it has a character that is neither a hex
-#: digit nor PostgreSQL's "/".
+#: Text no position format reads: its first part (a token's parts are
+#: separated by "|": "0|" is position 0, then an empty part) has a character
+#: that is neither a hex digit nor PostgreSQL's "/".
 not_a_position = printable.filter(
-    lambda text: any(c not in string.hexdigits + "/" for c in text)
+    lambda text: any(
+        c not in string.hexdigits + "/" for c in text.split(tokens.SEPARATOR)[0]
+    )
 )
 
 

@@ -18,12 +18,15 @@ from django.conf import settings
 from django.core import mail
 from django.db import router
 from django.test import TestCase
+from prometheus_client import CollectorRegistry
 
 import multidb
 from multidb import health
+from multidb.contrib.prometheus.metrics import Metrics
 from multidb.testing.cluster import Cluster
 from tests.app.models import Item
 from tests.postgres.test_tokens import PRIMARY, REPLICAS, find
+from tests.scraping import scrape, series
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +42,24 @@ class TestCaseListingItsReplicas(TestCase):
         assert answer["db"] in REPLICAS  # the decision production makes
         assert answer["found"] is True
         assert answer["port"] == PRIMARY  # over the shared connection
+
+    def test_a_view_read_in_the_tests_transaction_is_counted_as_a_replica_read(self):
+        registry = CollectorRegistry()
+        metrics = Metrics(registry)  # multidb.contrib.prometheus's
+        metrics.connect()
+        try:
+            Item.objects.create(name="counted")
+            answer = find(self.client, "counted")
+            samples = scrape(registry)
+        finally:
+            metrics.unregister()
+
+        assert answer["db"] in REPLICAS
+        counted = series(samples, "multidb_requests_total", "outcome", "group")
+        # The test's own transaction is not the application's atomic().
+        assert {key: n for key, n in counted.items() if n} == {
+            ("replica", "default"): 1
+        }
 
     def test_routing_outside_a_request_names_a_replica(self):
         assert router.db_for_read(Item) in REPLICAS
