@@ -163,11 +163,10 @@ def at_request_end(state: RequestState) -> Explanation:
 def token_outcome(
     state: RequestState, pinned: int, usable: frozenset[str], replica: str | None
 ) -> tuple[Outcome, str | None]:
-    """The outcome and replica of a request with a position token
-    (``pinned``), at its end, among the ``usable`` replicas (``replica``
-    being its own): the last check of ``PinningRouterMiddleware``'s quick
-    outcome, which makes ``at_request_end``'s checks in the same order
-    without building the record."""
+    """The outcome and read alias, at its end, of a request with a position
+    token (``pinned``), among the ``usable`` replicas (``replica`` is its
+    own): the last of ``at_request_end``'s checks, as
+    ``PinningRouterMiddleware`` makes them without building the record."""
     past = _known_past(sorted(usable), pinned)
     if not past or state.checked:
         return "primary_token_waiting", DEFAULT_DB_ALIAS
