@@ -429,20 +429,13 @@ def test_at_the_end_a_checked_token_waited_whatever_the_prober_saw_since(
     assert describe(pinning.Scope(request=state)).outcome == "replica"
 
 
-def at_the_end(state: Any) -> tuple[str, str | None]:
+def at_the_end(state: Any, routed: list[dict[str, Any]]) -> tuple[str, str | None]:
     """The middleware's quick outcome at the request's end, as
-    ``request_routed`` sends it, and the record, which must agree."""
-    heard: list[dict[str, Any]] = []
-
-    def hear(sender: Any, **kwargs: Any) -> None:
-        heard.append(kwargs)
-
-    signals.request_routed.connect(hear)
-    try:
-        middleware_module._send_routed(state, HttpResponse())
-    finally:
-        signals.request_routed.disconnect(hear)
-    [sent] = heard
+    ``request_routed`` sends it (to the ``routed`` fixture), and the record,
+    which must agree."""
+    before = len(routed)
+    middleware_module._send_routed(state, HttpResponse())
+    [sent] = routed[before:]
     quick = (sent["outcome"], sent["read_alias"] or None)
     ended = at_request_end(state)
     assert quick == (ended.outcome, ended.read_alias)
@@ -458,17 +451,17 @@ def at_the_end(state: Any) -> tuple[str, str | None]:
     ],
 )
 def test_the_quick_outcome_at_the_end_is_the_records(
-    no_prober, monkeypatch, token, known, outcome
+    no_prober, monkeypatch, routed, token, known, outcome
 ):
     monkeypatch.setattr(routers, "replay_position", lambda alias: None)
     caught_up(known)
     with request_scope(token) as state:
-        unread = at_the_end(state)
+        unread = at_the_end(state, routed)
         read()
-        ended = at_the_end(state)
+        ended = at_the_end(state, routed)
         if token is not None:
             state.checked = True
-            checked = at_the_end(state)
+            checked = at_the_end(state, routed)
 
     assert ended[0] == outcome
     if token is None:
@@ -479,17 +472,17 @@ def test_the_quick_outcome_at_the_end_is_the_records(
 
 @db
 def test_the_quick_outcome_of_a_time_pin_no_replica_and_atomic_is_the_records(
-    no_prober,
+    no_prober, routed
 ):
     caught_up()
     with request_scope(None) as state:
         with transaction.atomic():
-            assert at_the_end(state)[0] == "primary_atomic"
+            assert at_the_end(state, routed)[0] == "primary_atomic"
         state.pinned = pinning.TIME_PIN
-        assert at_the_end(state)[0] == "primary_pinned_time"
+        assert at_the_end(state, routed)[0] == "primary_pinned_time"
         state.pinned = pinning.NO_PIN
         rotation.exclude(REPLICAS)
-        assert at_the_end(state)[0] == "primary_no_replica"
+        assert at_the_end(state, routed)[0] == "primary_no_replica"
 
 
 # --- request_routed ------------------------------------------------------------
