@@ -17,6 +17,7 @@ from django.test import AsyncClient, Client
 
 from multidb import health
 from multidb.middleware import pinning_cookie
+from tests.postgres.test_configurations import atomic_requests  # noqa: F401
 from tests.scraping import registry, scrape, series, value
 
 __all__ = ["registry"]  # the fixture
@@ -69,6 +70,18 @@ def test_reads_without_a_pin_cookie_count_as_replica_and_ask_no_position(registr
     assert requests(registry) == {"replica": 2}
     assert token_checks(registry) == {}
     assert position_queries(registry) == 0
+
+
+def test_a_reading_view_under_atomic_requests_counts_as_replica(
+    registry,
+    atomic_requests,  # noqa: F811
+):
+    answer = find(Client(), "replicated")
+
+    assert (answer["found"], answer["db"] in REPLICAS) == (True, True)
+    # The view's own block is over at the request's end, and was not the
+    # application's atomic() while it ran.
+    assert requests(registry) == {"replica": 1}
 
 
 def test_a_post_that_writes_counts_as_pinned_by_time_and_one_position_query(
