@@ -19,19 +19,11 @@ from typing import Literal
 
 from . import health, pinning, rotation, routers
 from .conf import DEFAULT_DB_ALIAS, conf
-from .pinning import TIME_PIN, RequestState, Scope, TokenCheck
+from .pinning import TIME_PIN, RequestState, Scope
 from .positions import format_lsn
+from .tallies import Outcome, TokenCheck
 
 __all__ = ["Explanation", "Outcome", "TokenCheck", "aexplain", "explain"]
-
-Outcome = Literal[
-    "replica",
-    "primary_pinned_time",
-    "primary_token_waiting",
-    "primary_forced",
-    "primary_atomic",
-    "primary_no_replica",
-]
 
 
 @dataclass(frozen=True)
@@ -255,7 +247,7 @@ def describe(scope: Scope, ended: bool = False) -> Explanation:
         token_waiting=waiting,
         replicas_past_token=tuple(sorted(past)),
         token_check=token_check,
-        in_atomic=routers.reads_in_app_atomic(request),
+        in_atomic=routers.app_in_atomic(request, note=False),
         atomic_requests=request is not None and request.atomic_view,
         no_replica=no_replica,
         no_replica_policy=conf.NO_REPLICA,

@@ -438,27 +438,39 @@ def _send_routed(state: RequestState, response: HttpResponseBase) -> None:
         outcome: explanation.Outcome = "primary_forced"
     elif pinned is TIME_PIN:
         outcome = "primary_pinned_time"
-    elif routers.reads_in_app_atomic(state):
-        outcome = "primary_atomic"
     else:
-        # The state's rotation while it is current: rotation.rotation()
-        # without the call.
-        replicas = state.rotation
-        current = replicas.current
-        usable = (replicas if current else rotation.rotation()).usable
-        # A state whose rotation is current (with replicas usable) holds a
-        # replica.
-        replica = state.alias if current else None
-        if not usable:
-            outcome = "primary_no_replica"
-        elif type(pinned) is not int:
-            outcome, read_alias = "replica", replica
+        try:
+            # routers.app_in_atomic()'s answer is most often that this
+            # thread's primary connection, as last seen, is in no block.
+            maybe_atomic = routers.primary_storage.default.in_atomic_block
+        except AttributeError:  # storage not found yet, or no connection yet
+            maybe_atomic = True
+        if maybe_atomic and routers.app_in_atomic(state, note=False):
+            outcome = "primary_atomic"
         else:
-            outcome, read_alias = explanation.token_outcome(
-                state, pinned, usable, replica
-            )
+            # The state's rotation while it is current: rotation.rotation()
+            # without the call.
+            replicas = state.rotation
+            current = replicas.current
+            usable = (replicas if current else rotation.rotation()).usable
+            # A state whose rotation is current (with replicas usable) holds
+            # a replica.
+            replica = state.alias if current else None
+            if not usable:
+                outcome = "primary_no_replica"
+            elif type(pinned) is not int:
+                outcome, read_alias = "replica", replica
+            else:
+                outcome, read_alias = explanation.token_outcome(
+                    state, pinned, usable, replica
+                )
     if tallies.counting:
-        tallies.add(outcome, state.token_check, state.position_queries)
+        next(tallies.outcomes[outcome])
+        checked = state.token_check
+        if checked is not None:
+            next(tallies.token_checks[checked])
+        if state.position_queries:
+            tallies.count_position_queries(state.position_queries)
     if request_routed.receivers:
         request_routed.send(
             sender=PinningRouterMiddleware,

@@ -20,13 +20,14 @@ import warnings
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from functools import partial, wraps
-from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
+from typing import Any, Final, TypeAlias, TypeVar, cast
 
 from asgiref.sync import iscoroutinefunction
 from django.db.backends.signals import connection_created
 
 from . import groups, rotation, statements
 from .conf import DEFAULT_DB_ALIAS
+from .tallies import TokenCheck
 
 __all__ = [
     "this_thread_is_pinned",
@@ -59,8 +60,6 @@ TIME_PIN: Final = TimePin()
 #: What a request's reads wait for: nothing, the primary, or a replica that
 #: has replayed a position (an ``int``).  Never a bool: ``True == 1``.
 Pin: TypeAlias = "TimePin | int | None"
-#: How the router settled a request's token.
-TokenCheck: TypeAlias = Literal["cached", "queried", "behind"]
 
 
 def stricter(a: Pin, b: Pin) -> Pin:

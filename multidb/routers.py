@@ -59,7 +59,10 @@ class _NotFound:
     """Stands in for the storage until it is found; has no connections."""
 
 
-_primary_storage: Any = _NotFound()
+#: That storage, once found: ``primary_storage.default`` is this thread's
+#: connection to the primary, as last seen (AttributeError before).  Read
+#: directly on the hot paths, here and at a request's end in the middleware.
+primary_storage: Any = _NotFound()
 
 
 class _Unknown:
@@ -76,11 +79,11 @@ _UNKNOWN = _Unknown()
 
 def primary_connection(alias: str = DEFAULT_DB_ALIAS) -> Any:
     """This context's connection to the primary, or None if it has none yet."""
-    global _primary_storage
+    global primary_storage
     local = connections._connections  # type: ignore[attr-defined]
     storage = getattr(local, "_storage", None)
     if type(storage) is threading.local:
-        _primary_storage = storage
+        primary_storage = storage
     if asyncio._get_running_loop() is not None:
         # On an event loop's thread, ``connections[...]`` would create a
         # connection in a context variable of a new thread-local: under WSGI
@@ -140,7 +143,7 @@ def route_read(router: object, model: object, **hints: object) -> str:
     request = scope.request
     if scope.free and (request is None or not request.pinned or scope.unpinned):
         try:
-            connection = _primary_storage.default
+            connection = primary_storage.default
         except AttributeError:  # storage not found yet, or no connection yet
             connection = _UNKNOWN
         if request is None:
@@ -165,25 +168,12 @@ def route_read(router: object, model: object, **hints: object) -> str:
     return read_alias_after(request)  # type: ignore[arg-type]
 
 
-def reads_in_app_atomic(request: RequestState | None = None) -> bool:
-    """``app_in_atomic(request, note=False)``, for callers off the hot path
-    that ask at every request's end: with ``route_read``'s first check
-    before it, as most of the time this thread's connection to the primary,
-    as last seen, is in no ``atomic()`` block."""
-    try:
-        if not _primary_storage.default.in_atomic_block:
-            return False
-    except AttributeError:  # storage not found yet, or no connection yet
-        pass
-    return app_in_atomic(request, note=False)
-
-
 def app_in_atomic(request: RequestState | None = None, note: bool = True) -> bool:
     """Whether this context's connection to the primary is inside an
     ``atomic()`` the application opened (see ``in_app_atomic``, and its
     ``note``)."""
     try:
-        connection = _primary_storage.default
+        connection = primary_storage.default
     except AttributeError:
         connection = None
     # Through Django on an event loop's thread: the thread may hold a sync
@@ -683,7 +673,7 @@ def route_read_grouped(router: object, model: object, **hints: object) -> str:
     request = scope.request
     if scope.free and (request is None or not request.pinned or scope.unpinned):
         try:
-            connection = _primary_storage.default
+            connection = primary_storage.default
         except AttributeError:
             connection = _UNKNOWN
         if request is None:

@@ -1,18 +1,20 @@
 """How requests were routed, counted for the metrics without a lock.
 
-``PinningRouterMiddleware`` adds each ending request (its outcome, token
+``PinningRouterMiddleware`` counts each ending request (its outcome, token
 check and position queries, for ``default``'s group) while something counts
 (``start()``, as ``multidb.contrib.prometheus`` does), and ``totals()``
 reads them when the metrics are scraped.
 
 A request's end is on the hot path of every request: a lock, a signal's
-dispatch, or a thread-local dict would cost it more than the rest of the
-middleware's end.  So each count is an ``itertools.count``, as the
-standard library counts (``asyncio``'s task names): its ``next()`` is one
-call into C that the GIL does not leave halfway (and that free-threaded
-builds make atomic, since 3.13), so threads adding at once lose no count;
-and it allocates nothing, where a tuple key per request would also cost the
-garbage collector.
+dispatch, a thread-local dict, even a call to a function here would cost it
+a good part of the rest of the middleware's end.  So each count is an
+``itertools.count`` made at import, one per name, that the middleware
+advances itself (``next(outcomes[outcome])``), as the standard library
+counts (``asyncio``'s task names): ``next()`` is one call into C that the
+GIL does not leave halfway (and that free-threaded builds make atomic, since
+3.13), so threads counting at once lose no count; and it allocates nothing
+that lasts, where a tuple key per request would also cost the garbage
+collector.
 """
 
 from __future__ import annotations
@@ -20,8 +22,33 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
+from typing import Literal, TypeAlias, get_args
 
-__all__ = ["Key", "add", "counting", "start", "stop", "totals"]
+__all__ = [
+    "Key",
+    "Outcome",
+    "TokenCheck",
+    "count_position_queries",
+    "counting",
+    "outcomes",
+    "start",
+    "stop",
+    "token_checks",
+    "totals",
+]
+
+#: Where a request's reads went at its end, and why (``multidb.explain``'s
+#: ``outcome``).
+Outcome: TypeAlias = Literal[
+    "replica",
+    "primary_pinned_time",
+    "primary_token_waiting",
+    "primary_forced",
+    "primary_atomic",
+    "primary_no_replica",
+]
+#: How the router settled a request's token.
+TokenCheck: TypeAlias = Literal["cached", "queried", "behind"]
 
 #: What a count counts: ``("outcome", outcome)``, ``("token_check",
 #: result)`` or ``("position_queries", "")``.
@@ -31,33 +58,26 @@ Key = tuple[str, str]
 #: middleware counts while it is above 0.
 counting = 0
 
-_lock = threading.Lock()
-_outcomes: dict[str, itertools.count[int]] = {}
-_token_checks: dict[str, itertools.count[int]] = {}
+#: The requests that ended with each outcome, and that settled their token
+#: each way.  Fixed at import: no count is ever added, so none is lost to
+#: two threads adding it at once, and reading needs no lock.
+outcomes: dict[str, itertools.count[int]] = {
+    name: itertools.count() for name in get_args(Outcome)
+}
+token_checks: dict[str, itertools.count[int]] = {
+    name: itertools.count() for name in get_args(TokenCheck)
+}
 _position_queries = itertools.count()
 
-
-def add(outcome: str, token_check: str | None, position_queries: int) -> None:
-    """Count one request that ended with ``outcome``, having checked its
-    token (``token_check``) and asked the primary's position
-    ``position_queries`` times."""
-    try:
-        next(_outcomes[outcome])
-    except KeyError:
-        next(_new(_outcomes, outcome))
-    if token_check is not None:
-        try:
-            next(_token_checks[token_check])
-        except KeyError:
-            next(_new(_token_checks, token_check))
-    if position_queries:  # rarely: a loop's set-up costs more than the test
-        for _ in range(position_queries):
-            next(_position_queries)
+_lock = threading.Lock()
 
 
-def _new(counts: dict[str, itertools.count[int]], name: str) -> itertools.count[int]:
-    with _lock:
-        return counts.setdefault(name, itertools.count())
+def count_position_queries(queries: int) -> None:
+    """Count ``queries`` queries of the primary's position, for a request's
+    cookie (rarely any: a loop's set-up costs the middleware more than its
+    test)."""
+    for _ in range(queries):
+        next(_position_queries)
 
 
 def _read(count: itertools.count[int]) -> int:
@@ -69,11 +89,11 @@ def _read(count: itertools.count[int]) -> int:
 
 def totals() -> Counter[Key]:
     """Every request counted so far in this process, by ``Key``."""
-    with _lock:
-        found = [("outcome", name, count) for name, count in _outcomes.items()]
-        found += [("token_check", name, count) for name, count in _token_checks.items()]
     total: Counter[Key] = Counter(
-        {(kind, name): _read(count) for kind, name, count in found}
+        {("outcome", name): _read(count) for name, count in outcomes.items()}
+    )
+    total.update(
+        {("token_check", name): _read(count) for name, count in token_checks.items()}
     )
     total["position_queries", ""] = _read(_position_queries)
     return total

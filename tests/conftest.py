@@ -13,7 +13,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 from hypothesis import settings as hypothesis_settings
 
-from multidb import groups, health, pinning, rotation, signals, tokens
+from multidb import groups, health, pinning, rotation, signals, tallies, tokens
 from multidb import routers as multidb_routers
 from multidb.conf import _clear_cache, conf
 from multidb.middleware import PinningRouterMiddleware
@@ -227,6 +227,14 @@ def routed() -> Iterator[list[dict[str, Any]]]:
     signals.request_routed.connect(receiver, weak=False, dispatch_uid="tests-routed")
     yield sent
     signals.request_routed.disconnect(dispatch_uid="tests-routed")
+
+
+def tally(outcome: str, token_check: str | None, position_queries: int) -> None:
+    """Count one request in ``multidb.tallies`` as the middleware counts it."""
+    next(tallies.outcomes[outcome])
+    if token_check is not None:
+        next(tallies.token_checks[token_check])
+    tallies.count_position_queries(position_queries)
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ from multidb.contrib.prometheus import metrics as prometheus_metrics
 from multidb.contrib.prometheus.checks import check_prometheus_client
 from multidb.contrib.prometheus.metrics import OUTCOMES, STATES, Metrics
 from multidb.middleware import PinningRouterMiddleware
+from tests.conftest import tally
 from tests.scraping import names, registry, scrape, series, value
 
 __all__ = ["registry"]  # the fixture
@@ -46,7 +47,7 @@ def routed(
 ) -> None:
     """A request ending as the middleware ends it, while something counts."""
     if tallies.counting:
-        tallies.add(outcome, token_check, position_queries)
+        tally(outcome, token_check, position_queries)
 
 
 def test_every_outcome_token_check_and_position_query_series_starts_at_zero(registry):

@@ -656,7 +656,7 @@ def test_app_in_atomic_tracks_atomic_on_the_primary():
 @pytest.mark.django_db(transaction=True, databases="__all__")
 def test_app_in_atomic_from_a_fresh_thread(monkeypatch):
     # Forget the storage found so far, so the fresh thread takes the slow path.
-    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
+    monkeypatch.setattr(routers, "primary_storage", routers._NotFound())
 
     def fresh_thread() -> list[object]:
         seen: list[object] = [routers.app_in_atomic(), kind(read())]
@@ -702,7 +702,7 @@ def test_routing_in_an_event_loop_does_not_depend_on_the_fast_path(monkeypatch):
     """An event loop started inside a sync atomic() block (as pytest-asyncio does
     for a non-transactional django_db test) sees a connection that is not in a
     transaction; every read it routes must get the same answer."""
-    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
+    monkeypatch.setattr(routers, "primary_storage", routers._NotFound())
 
     async def route_twice() -> list[object]:
         # Django's own answer for this context: its connection is not in atomic().
@@ -741,11 +741,11 @@ def test_app_in_atomic_works_when_django_hides_its_thread_local(monkeypatch):
             return Connection()
 
     found = routers._NotFound()
-    monkeypatch.setattr(routers, "_primary_storage", found)
+    monkeypatch.setattr(routers, "primary_storage", found)
     monkeypatch.setattr(routers, "connections", Connections())
     assert routers.app_in_atomic() is True
     assert read() == "default"
-    assert routers._primary_storage is found
+    assert routers.primary_storage is found
 
 
 def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
@@ -765,12 +765,12 @@ def test_a_write_after_a_settled_token_stays_pinned_when_its_replica_leaves():
 def test_a_request_in_a_fresh_thread_inside_atomic_reads_the_primary(monkeypatch):
     # Forget the storage found so far: the fast path cannot see this
     # thread's connection, and must not take that for "no transaction".
-    monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
+    monkeypatch.setattr(routers, "primary_storage", routers._NotFound())
 
     def fresh_thread() -> list[str]:
         try:
             with request_scope(NO_PIN), transaction.atomic():
-                monkeypatch.setattr(routers, "_primary_storage", routers._NotFound())
+                monkeypatch.setattr(routers, "primary_storage", routers._NotFound())
                 return [read(), read()]
         finally:
             connections.close_all()
