@@ -13,7 +13,7 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import router
+from django.db import connections, router
 from django.test import AsyncClient
 
 from multidb import pinning
@@ -259,3 +259,31 @@ async def test_routing_in_an_async_view_body_is_decided_on_the_event_loop_thread
     assert body["thread"] == loop_thread
     assert len(set(body["dbs"])) == 1 and body["dbs"][0] in REPLICAS
     assert router.db_for_read(Item) in REPLICAS
+
+
+def test_an_async_post_builds_no_connection_wrapper_on_the_event_loop(monkeypatch):
+    # On an event loop's thread, each request's context has a connection
+    # storage of its own, as under a server, whose contexts never had one:
+    # a connections[alias] in the middleware would build a DatabaseWrapper
+    # for every request.
+    built: list[str] = []
+    create = connections.create_connection
+
+    def counted(alias: str):
+        built.append(alias)
+        return create(alias)
+
+    monkeypatch.setattr(connections, "create_connection", counted)
+    cookies = []
+
+    def serve() -> None:  # a new thread: an empty context, as a server's
+        response = asyncio.run(AsyncClient().post("/async-thread-info/"))
+        cookies.append(conf.PINNING_COOKIE in response.cookies)
+
+    for _ in range(3):
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join()
+
+    assert cookies == [True, True, True]
+    assert built == []
