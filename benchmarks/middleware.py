@@ -9,9 +9,10 @@ server would) and ``ASGIHandler`` (driven with a scope and ``receive`` /
 * no middleware at all (the baseline);
 * the seed's ``multidb_seed.middleware.PinningRouterMiddleware``;
 * ours, ``multidb.middleware.PinningRouterMiddleware``;
-* ours + metrics: ours with ``multidb.contrib.prometheus``'s receivers
-  connected (on a registry of their own), only while its blocks run: the
-  cost of the ``request_routed`` signal and the counters.
+* ours + metrics: ours with ``multidb.contrib.prometheus``'s metrics
+  counting (on no registry), only while its blocks run, since counting is
+  process-wide: the cost of a request's outcome and of its count in
+  ``multidb.tallies``.
 
 ``MIDDLEWARE`` is read when a handler loads it, so each configuration gets a
 handler of its own.  Rounds are interleaved across all of them; a round's

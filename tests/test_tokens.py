@@ -15,6 +15,7 @@ import time
 
 import pytest
 from django.core import signing
+from django.core.signals import setting_changed
 from django.http import HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
@@ -422,3 +423,28 @@ def test_the_token_cookie_lifetime_is_at_most_400_days_whatever_the_lag_limit(
         MULTIDB_REPLICA_MAX_LAG=max_lag, MULTIDB_HEALTH_CHECK_INTERVAL=1
     ):
         assert tokens.cookie_seconds() == tokens.MAX_COOKIE_SECONDS
+
+
+def test_whether_the_primary_has_positions_is_read_again_when_databases_change(
+    monkeypatch,
+):
+    class PostgreSQLWrapper:
+        vendor = "postgresql"
+
+    def databases_changed() -> None:  # as override_settings' exit sends it
+        setting_changed.send(sender=None, setting="DATABASES", value=None, enter=False)
+
+    assert tokens.has_positions() is False  # SQLite, and now remembered
+    monkeypatch.setattr(
+        tokens,
+        "load_backend",
+        lambda engine: type("", (), {"DatabaseWrapper": PostgreSQLWrapper}),
+    )
+    try:
+        assert tokens.has_positions() is False
+        databases_changed()
+        assert tokens.has_positions() is True
+    finally:
+        monkeypatch.undo()
+        databases_changed()
+    assert tokens.has_positions() is False
