@@ -1,4 +1,4 @@
-"""Section 2's WSGI requests counted in CPU instructions (valgrind), not timed.
+"""Section 2's requests counted in CPU instructions (valgrind), not timed.
 
 The timed figures of section 2 move by tenths of the ratio from run to run
 on a shared machine: another process takes the CPU, caches are cold.  The
@@ -8,11 +8,15 @@ is doing (with address-space randomisation and hash randomisation off).
 Another installation (another path, other library builds) counts a little
 differently: compare the ratios of one run, as with the timed figures.
 
-A child interpreter serves ``count`` WSGI requests of one configuration,
-after a warm-up, under cachegrind; two children with different counts give
-the instructions of one request as the difference over the extra requests
-(start-up and warm-up cancel out).  Interpreted code runs slower under
-valgrind, not differently.
+A child interpreter serves ``count`` WSGI or ASGI requests of one
+configuration, after a warm-up, under cachegrind; two children with
+different counts give the instructions of one request as the difference
+over the extra requests (start-up and warm-up cancel out).  Interpreted code
+runs slower under valgrind, not differently.  An ASGI request hops to
+asgiref's worker threads (Django sends its request signals there, and the
+seed's sync middleware runs there), whose interleaving under valgrind moves
+its count by a few thousand in two million: less than a tenth of what any
+middleware adds.
 
 ``REQUEST_END`` stands for a configuration: its child calls, instead of
 serving requests, the end of a request counted for the metrics
@@ -20,7 +24,7 @@ serving requests, the end of a request counted for the metrics
 counted apart from the half-million instructions of the request around it,
 whose count moves by a few thousand with the modules loaded.
 
-    python -m benchmarks.instructions CONFIG METHOD COUNT   (the child)
+    python -m benchmarks.instructions SERVER CONFIG METHOD COUNT   (the child)
 """
 
 from __future__ import annotations
@@ -45,13 +49,14 @@ def available() -> bool:
     return shutil.which("valgrind") is not None and shutil.which("setarch") is not None
 
 
-def _instructions(config: str, method: str, count: int) -> int:
+def _instructions(server: str, config: str, method: str, count: int) -> int:
     """Instructions of a child serving ``count`` requests after the warm-up."""
     command = [
         "setarch", "-R",  # the same addresses in every run
         "valgrind", "--tool=cachegrind", "--cache-sim=no",
         "--cachegrind-out-file=/dev/null",
-        sys.executable, "-m", "benchmarks.instructions", config, method, str(count),
+        sys.executable, "-m", "benchmarks.instructions", server, config, method,
+        str(count),
     ]  # fmt: skip
     done = subprocess.run(
         command,
@@ -67,24 +72,31 @@ def _instructions(config: str, method: str, count: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def per_request(configs: list[str], methods: list[str]) -> dict[str, dict[str, int]]:
-    """``{method: {config: instructions per request}}``, through WSGI."""
-    jobs = [(c, m, n) for m in methods for c in configs for n in (0, EXTRA)]
+def per_request(
+    servers: list[str], configs: list[str], methods: list[str]
+) -> dict[str, dict[str, int]]:
+    """``{"SERVER METHOD": {config: instructions per request}}``; the
+    ``REQUEST_END`` configuration (if asked) under WSGI only, as it serves no
+    request."""
+    rows = [
+        (server, method, [c for c in configs if server == "WSGI" or c != REQUEST_END])
+        for server in servers
+        for method in methods
+    ]
+    jobs = [(s, c, m, n) for s, m, row in rows for c in row for n in (0, EXTRA)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         counted = dict(
             zip(jobs, pool.map(lambda job: _instructions(*job), jobs), strict=True)
         )
     return {
-        method: {
-            config: (counted[config, method, EXTRA] - counted[config, method, 0])
-            // EXTRA
-            for config in configs
+        f"{s} {m}": {
+            c: (counted[s, c, m, EXTRA] - counted[s, c, m, 0]) // EXTRA for c in row
         }
-        for method in methods
+        for s, m, row in rows
     }
 
 
-def _serve(config: str, method: str, count: int) -> None:
+def _serve(server: str, config: str, method: str, count: int) -> None:
     import gc
 
     from benchmarks import middleware
@@ -104,17 +116,17 @@ def _serve(config: str, method: str, count: int) -> None:
         return
     runner = middleware.Runner()
     try:
-        runner.serve("WSGI", config, method, WARM_UP)
+        runner.serve(server, config, method, WARM_UP)
         gc.collect()
         gc.disable()  # a collection would fall in one child's count only
-        runner.serve("WSGI", config, method, count)
+        runner.serve(server, config, method, count)
     finally:
         runner.close()
 
 
 def main(argv: list[str]) -> Any:
-    config, method, count = argv
-    _serve(config, method, int(count))
+    server, config, method, count = argv
+    _serve(server, config, method, int(count))
 
 
 if __name__ == "__main__":

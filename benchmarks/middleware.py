@@ -513,7 +513,7 @@ def measure(quick: bool = False) -> dict[str, Any]:
     if instructions.available():
         try:
             counted = instructions.per_request(
-                [*CONFIGS, instructions.REQUEST_END], list(METHODS)
+                list(SERVERS), [*CONFIGS, instructions.REQUEST_END], list(METHODS)
             )
         except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
             # A supplement to the timed figures: its failure is reported,
@@ -521,12 +521,12 @@ def measure(quick: bool = False) -> dict[str, Any]:
             uncounted = f"valgrind failed: {str(error).splitlines()[0]}"
     if counted is not None:
         for config in OURS:
-            for method in METHODS:
-                ratio = _added_ratio(counted[method], config)
-                limit = TARGETS["WSGI"]
+            for key, row in counted.items():
+                ratio = _added_ratio(row, config)
+                limit = TARGETS[key.split()[0]]
                 targets.append(
                     {
-                        "target": f"WSGI {method}: {config}' added instructions <="
+                        "target": f"{key}: {config}' added instructions <="
                         f" {limit}x the seed's",
                         "ratio": ratio,
                         "limit": limit,
@@ -612,26 +612,26 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"\n  Instructions per request: not counted ({report.get('uncounted')}).")
     else:
         print(
-            "\n  Instructions per WSGI request (valgrind; the same in every run of"
-            " the same code here):"
+            "\n  Instructions per request (valgrind; the same in every run of"
+            " the same code here, within a few thousand under ASGI):"
         )
         print(
             f"  {'request':10} {'no middleware':>14} {'seed added':>11}"
             f" {'ours added':>11} {'ours/seed':>9} {'+metrics':>9} {'+m/seed':>8}"
         )
-        for method, counts in counted.items():
+        for key, counts in counted.items():
             plain, metered = (_times(_added_ratio(counts, c)) for c in OURS)
             extra = {c: counts[c] - counts["none"] for c in CONFIGS}
             print(
-                f"  WSGI {method:5} {counts['none']:>14,} {extra['seed']:>11,}"
+                f"  {key:10} {counts['none']:>14,} {extra['seed']:>11,}"
                 f" {extra['ours']:>11,} {plain:>9}"
                 f" {extra['ours + metrics']:>9,} {metered:>8}"
             )
         print(
             "  The request end counted for the metrics, per call: "
             + ", ".join(
-                f"{method} {counts[instructions.REQUEST_END]:,}"
-                for method, counts in counted.items()
+                f"{method} {counted[f'WSGI {method}'][instructions.REQUEST_END]:,}"
+                for method in METHODS
             )
             + " instructions\n  (with the loop and the call around it; counted"
             " apart: a request's own count moves by a few thousand with the"
