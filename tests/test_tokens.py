@@ -14,6 +14,7 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.core import signing
 from django.core.signals import setting_changed
 from django.http import HttpResponse
@@ -448,3 +449,19 @@ def test_whether_the_primary_has_positions_is_read_again_when_databases_change(
         monkeypatch.undo()
         databases_changed()
     assert tokens.has_positions() is False
+
+
+def test_tokens_are_signed_and_read_with_the_secret_key_of_the_moment():
+    issued = tokens.sign_time()
+    assert tokens.read(issued) is not None
+
+    with override_settings(SECRET_KEY="another key " * 5):
+        assert tokens.read(issued) is None
+        assert tokens.read(tokens.sign_time()) is not None
+        with override_settings(SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]):
+            assert tokens.read(tokens.sign_time()) is not None
+        with override_settings(SECRET_KEY_FALLBACKS=["multidb-tests"]):
+            assert tokens.read(issued) is not None
+        assert tokens.read(issued) is None
+
+    assert tokens.read(issued) is not None
