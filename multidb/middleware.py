@@ -18,6 +18,8 @@ from contextvars import Token
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import got_request_exception
 from django.db import InterfaceError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -32,9 +34,9 @@ from .pinning import (
     Pin,
     RequestState,
     TimePin,
-    begin_request,
     current_request,
     end_request,
+    start_request,
     stricter,
 )
 from .signals import request_routed
@@ -64,12 +66,26 @@ def pinning_seconds() -> int:
     return conf.PINNING_SECONDS
 
 
+#: Django's request classes whose ``COOKIES`` parses the ``Cookie`` header
+#: when first read (a ``cached_property``).
+_PARSED_WHEN_READ = frozenset({WSGIRequest, ASGIRequest})
+
+
 def _pin_values(request: HttpRequest) -> tuple[str | None, str | None]:
     """The pin cookie and the token header the request carries (an empty
     header is none; the header only if ``MULTIDB_PINNING_HEADER`` names one)."""
     header_name = conf.PINNING_HEADER
     header = (request.headers.get(header_name) or None) if header_name else None
-    return request.COOKIES.get(conf.PINNING_COOKIE), header
+    name = conf.PINNING_COOKIE
+    if (
+        type(request) in _PARSED_WHEN_READ
+        and "COOKIES" not in request.__dict__
+        and name not in request.META.get("HTTP_COOKIE", "")
+    ):
+        # Most requests carry no pin cookie: parsing their Cookie header
+        # would cost a cookie-less request more than the rest of its start.
+        return None, header
+    return request.COOKIES.get(name), header
 
 
 def _incoming(request: HttpRequest) -> tuple[Pin, str | None]:
@@ -149,10 +165,10 @@ def _begin(request: HttpRequest, grouped: bool | None = None) -> Token[Any]:
     if grouped is None:
         grouped = groups.active()
     if grouped:
-        token = begin_request(*_incoming_grouped(request))
+        token, state = start_request(*_incoming_grouped(request))
     else:
-        token = begin_request(*_incoming(request))
-    setattr(request, _STATE, current_request())
+        token, state = start_request(*_incoming(request))
+    setattr(request, _STATE, state)
     return token
 
 
@@ -332,6 +348,11 @@ class PinningRouterMiddleware:
         if self.async_mode:
             markcoroutinefunction(self)
         self.default_atomic = _atomic_requests(DEFAULT_DB_ALIAS)
+        #: ``process_response`` is this class's, not a subclass's (which
+        #: ``__call__`` then calls instead, as 0.11's middleware did).
+        self.own_response = (
+            type(self).process_response is PinningRouterMiddleware.process_response
+        )
         # Read once, as Django makes its middleware once: a call to ask on
         # every request is a good part of what the middleware costs.
         self.grouped = groups.active()
@@ -349,9 +370,13 @@ class PinningRouterMiddleware:
         token = _begin(request, self.grouped)
         try:
             response = self.get_response(request)
-            response = self.process_response(request, response)
+            state = request._multidb_state  # type: ignore[attr-defined]
+            if self.own_response:
+                _respond(request, response, state)
+            else:
+                response = self.process_response(request, response)
             if tallies.counting or request_routed.receivers:
-                _send_routed(request._multidb_state, response)  # type: ignore[attr-defined]
+                _send_routed(state, response)
             return response
         finally:
             end_request(token)
@@ -409,15 +434,21 @@ class PinningRouterMiddleware:
 
         Even if it was already set, reset its expiration time.
         """
-        state = _state_of(request)
-        if _wants_cookie(request, response, state):
-            value = _cookie_value(request, response, state)
-            _set_cookie(response, value or _position_token(request, response, state))
-        elif _saw_data(state):
-            seen = _seen_token(state)  # type: ignore[arg-type]
-            if seen is not None:
-                _set_cookie(response, seen)
+        _respond(request, response, _state_of(request))
         return response
+
+
+def _respond(
+    request: HttpRequest, response: HttpResponseBase, state: RequestState | None
+) -> None:
+    """Set the pin cookie on ``response`` if ``request`` wrote, or may have."""
+    if _wants_cookie(request, response, state):
+        value = _cookie_value(request, response, state)
+        _set_cookie(response, value or _position_token(request, response, state))
+    elif _saw_data(state):
+        seen = _seen_token(state)  # type: ignore[arg-type]
+        if seen is not None:
+            _set_cookie(response, seen)
 
 
 def _send_routed(state: RequestState, response: HttpResponseBase) -> None:

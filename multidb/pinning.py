@@ -122,7 +122,10 @@ class RequestState(rotation.Sticky):
         #: A statement that writes ran on the primary (so the response sets
         #: the cookie).
         self.wrote = False
-        super().__init__()  # the replica this request reads from
+        # The replica this request reads from: ``Sticky.__init__``, inline
+        # (a request's start is on the hot path).
+        self.alias = DEFAULT_DB_ALIAS
+        self.rotation = rotation.STALE
         #: A replica was already asked for its position (once per request).
         self.checked = False
         #: The valid token the request came with.
@@ -495,10 +498,19 @@ def begin_request(
 
     ``group_pins`` are the other primaries' pins (see ``RequestState.group``).
     """
+    return start_request(pinned, incoming, group_pins)[0]
+
+
+def start_request(
+    pinned: Pin,
+    incoming: str | None = None,
+    group_pins: TimePin | dict[str, Pin] | None = None,
+) -> tuple[Token[Scope], RequestState]:
+    """``begin_request``, also returning the request's state."""
     state = RequestState(pinned, incoming)
     if group_pins is not None:
         state.group_pins = group_pins
-    return _scope.set(Scope(request=state, parent=_scope.get()))
+    return _scope.set(Scope(False, None, state, _scope.get())), state
 
 
 def end_request(token: Token[Scope]) -> None:

@@ -227,7 +227,7 @@ class Sticky:
 
     def __init__(self) -> None:
         self.alias = DEFAULT_DB_ALIAS
-        self.rotation = _STALE
+        self.rotation = STALE
 
     def pick(self) -> str:
         """This holder's replica, chosen on first use and kept while usable."""
@@ -258,8 +258,9 @@ class GroupSticky(Sticky):
         return self.alias
 
 
-_STALE = Rotation({})
-_STALE.current = False
+#: The rotation of a holder that has not picked yet: never current.
+STALE = Rotation({})
+STALE.current = False
 
 
 @receiver(setting_changed)

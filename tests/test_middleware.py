@@ -220,6 +220,89 @@ async def test_any_cookie_value_pins_an_async_get(value):
     assert response.json()["dbs"] == ["default"] * 5
 
 
+# --- the Cookie header is parsed only when it may hold the pin cookie --------
+
+
+def _cookies_parsed_in_view(request: HttpRequest) -> list[bool]:
+    """Whether ``request.COOKIES`` was parsed when the view ran."""
+    seen: list[bool] = []
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen.append("COOKIES" in request.__dict__)
+        return HttpResponse()
+
+    PinningRouterMiddleware(view)(request)
+    return seen
+
+
+@pytest.mark.parametrize("header", [None, "sessionid=abc; csrftoken=x"])
+def test_a_request_without_the_pin_cookie_leaves_its_cookies_unparsed(header):
+    extra = {} if header is None else {"HTTP_COOKIE": header}
+    request = RequestFactory().get("/", **extra)
+    assert _cookies_parsed_in_view(request) == [False]
+    # Parsed when somebody reads them, as before.
+    cookies = request.COOKIES
+    assert cookies == ({} if header is None else {"sessionid": "abc", "csrftoken": "x"})
+
+
+@pytest.mark.asyncio
+async def test_an_async_request_without_the_pin_cookie_leaves_its_cookies_unparsed():
+    request = AsyncRequestFactory().get("/", headers={"Cookie": "sessionid=abc"})
+    seen: list[bool] = []
+
+    async def view(request: HttpRequest) -> HttpResponse:
+        seen.append("COOKIES" in request.__dict__)
+        return HttpResponse()
+
+    await PinningRouterMiddleware(view)(request)
+    assert seen == [False]
+    assert "sessionid" in request.COOKIES  # parsed when read, as before
+
+
+def _pinned_in_view(request: HttpRequest) -> bool:
+    """Whether the view ran pinned, through the middleware."""
+    pinned: list[bool] = []
+    middleware = PinningRouterMiddleware(
+        lambda request: pinned.append(this_thread_is_pinned()) or HttpResponse()
+    )
+    middleware(request)
+    (answer,) = pinned
+    return answer
+
+
+@pytest.mark.parametrize(
+    "header", [f"{COOKIE}=y", f"a=1; {COOKIE}=y; b=2", f"a=1;{COOKIE}=y"]
+)
+def test_the_pin_cookie_among_other_cookies_pins_the_request(header):
+    assert _pinned_in_view(RequestFactory().get("/", HTTP_COOKIE=header))
+
+
+@pytest.mark.parametrize("header", [f"other={COOKIE}", f"x{COOKIE}=y; {COOKIE}x=y"])
+def test_the_pin_cookies_name_elsewhere_in_the_header_pins_nothing(header):
+    assert not _pinned_in_view(RequestFactory().get("/", HTTP_COOKIE=header))
+
+
+def test_cookies_set_on_the_request_before_the_middleware_count():
+    """As 0.11's tests do: ``request.COOKIES[...] = ...`` on a built request."""
+    request = RequestFactory().get("/")
+    request.COOKIES[COOKIE] = "y"
+    assert _pinned_in_view(request)
+
+
+def test_a_subclass_process_response_is_called_for_each_request():
+    class Stamping(PinningRouterMiddleware):
+        def process_response(
+            self, request: HttpRequest, response: HttpResponse
+        ) -> HttpResponse:
+            response = super().process_response(request, response)  # type: ignore[assignment]
+            response["X-Stamped"] = "yes"
+            return response
+
+    response = Stamping(lambda request: HttpResponse())(RequestFactory().post("/"))
+    assert response["X-Stamped"] == "yes"
+    assert COOKIE in response.cookies
+
+
 # --- the request's context is reset after the response ------------------------
 
 

@@ -777,3 +777,13 @@ def test_a_request_in_a_fresh_thread_inside_atomic_reads_the_primary(monkeypatch
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(fresh_thread).result(TIMEOUT) == ["default", "default"]
+
+
+def test_start_request_returns_the_state_current_request_gives():
+    token, state = pinning.start_request(pinning.NO_PIN, "a token")
+    try:
+        assert pinning.current_request() is state
+        assert state.incoming == "a token"
+    finally:
+        pinning.end_request(token)
+    assert pinning.current_request() is None
