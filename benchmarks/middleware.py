@@ -15,11 +15,13 @@ server would) and ``ASGIHandler`` (driven with a scope and ``receive`` /
   ``multidb.tallies``.
 
 ``MIDDLEWARE`` is read when a handler loads it, so each configuration gets a
-handler of its own.  Rounds are interleaved across all of them; a round's
-figure for one configuration is the median time of a block of requests, and
-the *added* cost of a middleware is, per round, its figure minus the
-baseline's in the same round.  The median and p10-p90 over rounds are
-reported.
+handler of its own.  A round serves each configuration's requests in short
+runs (``RUN``), all the configurations' runs in a shuffled order, so that a
+change of the machine's speed during the round (another process, the CPU's
+clock) falls on every configuration alike.  A round's figure for one
+configuration is the median time of its requests in the round, and the
+*added* cost of a middleware is, per round, its figure minus the baseline's
+in the same round.  The median and p10-p90 over rounds are reported.
 
 After them, figures for what the middleware does on PostgreSQL but not here
 (stand-ins), and for parts of ours (diagnostics).
@@ -35,11 +37,12 @@ import asyncio
 import contextlib
 import gc
 import io
+import random
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,34 +297,42 @@ class _Connected:
         self.metrics.disconnect()
 
 
-def _rotated(items: Iterable[str], by: int) -> list[str]:
-    items = list(items)
-    by %= len(items)
-    return items[by:] + items[:by]
+#: Requests in a run of one configuration: the first of a run follows
+#: another configuration's (cold caches, other code), the median of a
+#: round's requests leaves it out.
+RUN = {"WSGI": 10, "ASGI": 5}
 
 
 def measure_requests(
     runner: Runner, rounds: int, block_ns: dict[str, float]
 ) -> dict[str, Any]:
     keys = [(s, m, c) for s in SERVERS for m in METHODS for c in CONFIGS]
-    counts = {}
+    runs = {}
     for server, method, config in keys:
         runner.block(server, config, method, 5)  # warm up
         per_request = runner.block(server, config, method, 20)
-        counts[server, method, config] = max(5, int(block_ns[server] / per_request))
+        requests = block_ns[server] / per_request
+        runs[server, method, config] = max(1, round(requests / RUN[server]))
     samples: dict[tuple[str, str, str], list[float]] = {key: [] for key in keys}
     gc.collect()
     gc.disable()
     try:
         for round_number in range(rounds):
-            # Rotate the order of the configurations from round to round.
+            # Every configuration's runs, in an order shuffled run by run:
+            # each follows each of the others as often, and a drift of the
+            # machine's speed within a round falls on all of them alike.
+            shuffle = random.Random(round_number).shuffle
             for server in SERVERS:
                 for method in METHODS:
-                    for config in _rotated(CONFIGS, round_number):
-                        key = (server, method, config)
-                        samples[key].append(
-                            runner.block(server, config, method, counts[key])
+                    times: dict[str, list[int]] = {c: [] for c in CONFIGS}
+                    order = [c for c in CONFIGS for _ in range(runs[server, method, c])]
+                    shuffle(order)
+                    for config in order:
+                        times[config] += runner.serve(
+                            server, config, method, RUN[server]
                         )
+                    for config, taken in times.items():
+                        samples[server, method, config].append(statistics.median(taken))
             gc.collect()  # between rounds, untimed
     finally:
         gc.enable()
@@ -334,7 +345,7 @@ def measure_requests(
                 values = samples[server, method, config]
                 row[config] = {
                     **{f"{k}_ns": v for k, v in spread(values).items()},
-                    "requests_per_round": counts[server, method, config],
+                    "requests_per_round": runs[server, method, config] * RUN[server],
                 }
                 if config != "none":
                     added = [t - b for t, b in zip(values, base, strict=True)]
